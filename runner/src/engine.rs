@@ -1,0 +1,464 @@
+//! The only user of llama.cpp: owns the model and its context on one thread and runs the
+//! decode loop. Several requests share each `decode` call (continuous batching): every
+//! generating slot adds its next token, and slots still reading their prompt fill the rest
+//! of the batch with prompt chunks. Each slot remembers the tokens in its KV cache, so a
+//! request that repeats a prefix (the next turn of a chat) skips evaluating it again.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use herd_proto::{
+    CompletionMetrics, CompletionRequest, DoneReason, ModelFacts, RequestId, RunnerMessage,
+    ServerMessage,
+};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::output::{Emit, TextOutput};
+use crate::sampling::build_sampler;
+
+/// How the model is loaded; fixed for the life of the runner.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Path of the GGUF file.
+    pub model_path: PathBuf,
+    /// Context length of each slot, in tokens (clamped to the training context).
+    pub context_length: u32,
+    /// Number of slots decoded together.
+    pub parallel: u32,
+    /// CPU threads for llama.cpp.
+    pub threads: i32,
+    /// Most tokens in one decode call.
+    pub batch_size: u32,
+    /// Layers to offload to a GPU.
+    pub gpu_layers: u32,
+}
+
+/// Sends runner messages to the connection writer.
+type Events = UnboundedSender<RunnerMessage>;
+
+/// Loads the model, reports the outcome, then serves `commands` until they end or `Shutdown`.
+pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Events) {
+    let started = Instant::now();
+    let backend = match LlamaBackend::init() {
+        Ok(backend) => backend,
+        Err(e) => return load_failed(&events, format!("llama.cpp backend init failed: {e}")),
+    };
+    let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+    let model = match LlamaModel::load_from_file(&backend, &config.model_path, &model_params) {
+        Ok(model) => model,
+        Err(e) => return load_failed(&events, format!("unable to load model: {e}")),
+    };
+    let context_length = config.context_length.clamp(16, model.n_ctx_train().max(16));
+    let parallel = config.parallel.max(1);
+    let total_context = NonZeroU32::new(context_length * parallel);
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(total_context)
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_seq_max(parallel)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads);
+    let ctx = match model.new_context(&backend, ctx_params) {
+        Ok(ctx) => ctx,
+        Err(e) => return load_failed(&events, format!("unable to create context: {e}")),
+    };
+    let facts = ModelFacts {
+        context_length,
+        training_context_length: model.n_ctx_train(),
+        parallel,
+        model_bytes: model.size(),
+        gpu_layers: config.gpu_layers.min(model.n_layer() + 1),
+        load_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(?facts, "model loaded");
+    if events.send(RunnerMessage::Loaded(facts)).is_err() {
+        return;
+    }
+    let mut engine = Engine::new(&model, ctx, context_length, parallel, config.batch_size, events);
+    engine.serve(&commands);
+}
+
+fn load_failed(events: &Events, error: String) {
+    tracing::error!("{error}");
+    let _ = events.send(RunnerMessage::LoadFailed { error });
+}
+
+/// A request in flight, bound to a slot.
+struct Active {
+    id: RequestId,
+    /// The (possibly truncated) prompt.
+    prompt: Vec<LlamaToken>,
+    sampler: LlamaSampler,
+    output: TextOutput,
+    generated: Vec<LlamaToken>,
+    /// The token sampled last, not yet in the KV cache.
+    next_token: Option<LlamaToken>,
+    /// Index in the current batch whose logits this slot samples from.
+    logits_index: Option<i32>,
+    num_predict: i32,
+    return_tokens: bool,
+    cached_count: u32,
+    truncated: u32,
+    prefill_started: Instant,
+    first_token_at: Option<Instant>,
+}
+
+/// One KV-cache sequence and what it holds.
+struct Slot {
+    seq: i32,
+    /// Tokens whose keys and values are in this sequence, in order.
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+}
+
+struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<CompletionRequest>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    context_length: u32,
+    events: Events,
+    piece_buf: Vec<u8>,
+}
+
+impl<'m> Engine<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        context_length: u32,
+        parallel: u32,
+        batch_size: u32,
+        events: Events,
+    ) -> Self {
+        let slots = (0..parallel as i32)
+            .map(|seq| Slot { seq, cached: Vec::new(), active: None })
+            .collect();
+        Self {
+            model,
+            ctx,
+            slots,
+            waiting: VecDeque::new(),
+            batch: LlamaBatch::new(batch_size as usize, parallel as i32),
+            batch_size: batch_size as usize,
+            context_length,
+            events,
+            piece_buf: Vec::with_capacity(32),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.waiting.is_empty() || self.slots.iter().any(|s| s.active.is_some())
+    }
+
+    fn serve(&mut self, commands: &Receiver<ServerMessage>) {
+        loop {
+            // Block only when there is nothing to decode; otherwise take what has arrived.
+            let timeout = if self.busy() { Duration::ZERO } else { Duration::from_secs(3600) };
+            let mut next = commands.recv_timeout(timeout);
+            loop {
+                match next {
+                    Ok(ServerMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(message) => self.handle(message),
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+                next = commands.recv_timeout(Duration::ZERO);
+            }
+            self.assign_waiting();
+            self.step();
+        }
+    }
+
+    fn send(&self, message: RunnerMessage) {
+        // The connection task ends only when the server is gone, and then so are we.
+        let _ = self.events.send(message);
+    }
+
+    fn handle(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Complete(request) => self.waiting.push_back(request),
+            ServerMessage::Cancel { id } => self.cancel(id),
+            ServerMessage::Tokenize { id, text } => {
+                let tokens = self.tokenize(&text).into_iter().map(|t| t.0).collect();
+                self.send(RunnerMessage::Tokens { id, tokens });
+            }
+            ServerMessage::Detokenize { id, tokens } => {
+                let tokens: Vec<LlamaToken> = tokens.into_iter().map(LlamaToken).collect();
+                let bytes = self.model.vocab().detokenize(&tokens, false, false);
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                self.send(RunnerMessage::Text { id, text });
+            }
+            ServerMessage::Health { id } => {
+                let busy_slots = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
+                self.send(RunnerMessage::Healthy { id, busy_slots });
+            }
+            ServerMessage::Shutdown => {}
+        }
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), true, true)
+    }
+
+    fn cancel(&mut self, id: RequestId) {
+        if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
+            self.waiting.remove(pos);
+            self.send(RunnerMessage::Done { id, metrics: cancelled_metrics() });
+            return;
+        }
+        if let Some(index) = self
+            .slots
+            .iter()
+            .position(|s| s.active.as_ref().is_some_and(|a| a.id == id))
+        {
+            self.finish(index, DoneReason::Cancelled);
+        }
+    }
+
+    /// Binds waiting requests to free slots, preferring the slot that already holds the
+    /// longest prefix of the prompt.
+    fn assign_waiting(&mut self) {
+        while self.slots.iter().any(|s| s.active.is_none()) {
+            let Some(request) = self.waiting.pop_front() else { return };
+            let (prompt, truncated) = self.prompt_tokens(&request);
+            if prompt.is_empty() {
+                self.send(RunnerMessage::Failed { id: request.id, error: "empty prompt".into() });
+                continue;
+            }
+            let (index, common) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active.is_none())
+                .map(|(i, s)| (i, common_prefix(&s.cached, &prompt)))
+                .max_by_key(|&(_, common)| common)
+                .unwrap_or((0, 0));
+            // At least the last prompt token is evaluated again: its logits give the first token.
+            let reuse = common.min(prompt.len() - 1);
+            let slot = &mut self.slots[index];
+            let reused = match self.ctx.kv_cache_seq_rm(slot.seq, Some(reuse as u32), None) {
+                Ok(()) => reuse,
+                Err(_) => {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    0
+                }
+            };
+            slot.cached.truncate(reused);
+            let mut sampler =
+                build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
+            sampler.accept_many(prompt.iter());
+            slot.active = Some(Active {
+                id: request.id,
+                sampler,
+                output: TextOutput::new(&request.stop),
+                generated: Vec::new(),
+                next_token: None,
+                logits_index: None,
+                num_predict: request.num_predict,
+                return_tokens: request.return_tokens,
+                cached_count: reused as u32,
+                truncated,
+                prompt,
+                prefill_started: Instant::now(),
+                first_token_at: None,
+            });
+        }
+    }
+
+    /// Tokenizes a prompt and, when it does not fit the context, keeps its first `num_keep`
+    /// tokens and its end, leaving room to generate.
+    fn prompt_tokens(&self, request: &CompletionRequest) -> (Vec<LlamaToken>, u32) {
+        let tokens = self.tokenize(&request.prompt);
+        let ctx = self.context_length as usize;
+        let reserve = match request.num_predict {
+            n if n > 0 => (n as usize).min(ctx / 2),
+            _ => ctx / 4,
+        }
+        .max(1);
+        let limit = ctx - reserve;
+        if tokens.len() <= limit {
+            return (tokens, 0);
+        }
+        let keep = (request.num_keep as usize).min(limit / 2);
+        let dropped = tokens.len() - limit;
+        tracing::warn!(
+            id = request.id,
+            prompt = tokens.len(),
+            context = ctx,
+            dropped,
+            "prompt longer than the context, truncated"
+        );
+        let mut cut = tokens[..keep].to_vec();
+        cut.extend_from_slice(&tokens[keep + dropped..]);
+        (cut, dropped as u32)
+    }
+
+    /// Builds one batch from every active slot, decodes it, and samples where logits are due.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut budget = self.batch_size;
+        // Generating slots first: each needs one position, and must never wait behind a prompt.
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            active.logits_index = None;
+            if let Some(token) = active.next_token {
+                active.logits_index = Some(self.batch.n_tokens());
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                    active.logits_index = None;
+                    continue;
+                }
+                slot.cached.push(token);
+                budget -= 1;
+            }
+        }
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            if active.next_token.is_some() || budget == 0 {
+                continue;
+            }
+            let start = slot.cached.len();
+            let end = active.prompt.len().min(start + budget);
+            for pos in start..end {
+                let last = pos + 1 == active.prompt.len();
+                let token = active.prompt[pos];
+                if last {
+                    active.logits_index = Some(self.batch.n_tokens());
+                }
+                if self.batch.add(token, pos as i32, &[slot.seq], last).is_err() {
+                    break;
+                }
+                slot.cached.push(token);
+                budget -= 1;
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!("decode failed: {e}");
+            self.fail_active(&format!("llama.cpp decode failed: {e}"));
+            return;
+        }
+        for index in 0..self.slots.len() {
+            let Some(logits_index) = self.slots[index].active.as_ref().and_then(|a| a.logits_index)
+            else {
+                continue;
+            };
+            self.sample(index, logits_index);
+        }
+    }
+
+    fn sample(&mut self, index: usize, logits_index: i32) {
+        let slot = &mut self.slots[index];
+        let Some(active) = slot.active.as_mut() else { return };
+        let token = active.sampler.sample(&self.ctx, logits_index);
+        if active.first_token_at.is_none() {
+            active.first_token_at = Some(Instant::now());
+        }
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            return self.finish(index, DoneReason::Stop);
+        }
+        active.generated.push(token);
+        self.piece_buf.clear();
+        vocab.token_to_piece_into(token, &mut self.piece_buf, false, None);
+        let id = active.id;
+        match active.output.push(&self.piece_buf) {
+            Emit::Stop(text) => {
+                if !text.is_empty() {
+                    self.send(RunnerMessage::Piece { id, text });
+                }
+                return self.finish(index, DoneReason::Stop);
+            }
+            Emit::Text(text) => {
+                if !text.is_empty() {
+                    self.send(RunnerMessage::Piece { id, text });
+                }
+            }
+        }
+        let slot = &mut self.slots[index];
+        let Some(active) = slot.active.as_mut() else { return };
+        let predicted_enough =
+            active.num_predict >= 0 && active.generated.len() >= active.num_predict as usize;
+        let context_full = slot.cached.len() + 1 >= self.context_length as usize;
+        if predicted_enough || context_full {
+            return self.finish(index, DoneReason::Length);
+        }
+        active.next_token = Some(token);
+    }
+
+    /// Ends the slot's request: flushes held-back text and reports the metrics.
+    fn finish(&mut self, index: usize, reason: DoneReason) {
+        let Some(mut active) = self.slots[index].active.take() else { return };
+        if reason != DoneReason::Cancelled {
+            let tail = active.output.finish();
+            if !tail.is_empty() {
+                self.send(RunnerMessage::Piece { id: active.id, text: tail });
+            }
+        }
+        let now = Instant::now();
+        let first = active.first_token_at.unwrap_or(now);
+        let tokens = active.return_tokens.then(|| {
+            active.prompt.iter().chain(active.generated.iter()).map(|t| t.0).collect()
+        });
+        let metrics = CompletionMetrics {
+            done_reason: reason,
+            prompt_eval_count: active.prompt.len() as u32,
+            prompt_cached_count: active.cached_count,
+            prompt_eval_duration_ns: nanos(first - active.prefill_started),
+            eval_count: active.generated.len() as u32,
+            eval_duration_ns: nanos(now - first),
+            truncated_tokens: active.truncated,
+            tokens,
+        };
+        self.send(RunnerMessage::Done { id: active.id, metrics });
+    }
+
+    /// Fails every active request after an engine error, and forgets their caches.
+    fn fail_active(&mut self, error: &str) {
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                let _ = self.events.send(RunnerMessage::Failed {
+                    id: active.id,
+                    error: error.to_string(),
+                });
+                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                slot.cached.clear();
+            }
+        }
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn cancelled_metrics() -> CompletionMetrics {
+    CompletionMetrics {
+        done_reason: DoneReason::Cancelled,
+        prompt_eval_count: 0,
+        prompt_cached_count: 0,
+        prompt_eval_duration_ns: 0,
+        eval_count: 0,
+        eval_duration_ns: 0,
+        truncated_tokens: 0,
+        tokens: None,
+    }
+}
