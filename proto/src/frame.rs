@@ -83,14 +83,26 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1024);
         let sent = ServerMessage::Cancel { id: 7 };
         write_frame(&mut a, &sent).await.unwrap();
-        write_frame(&mut a, &RunnerMessage::Piece { id: 7, text: "hé".into() })
-            .await
-            .unwrap();
+        write_frame(
+            &mut a,
+            &RunnerMessage::Piece {
+                id: 7,
+                text: "hé".into(),
+            },
+        )
+        .await
+        .unwrap();
         drop(a);
         let got: ServerMessage = read_frame(&mut b).await.unwrap();
         assert_eq!(got, sent);
         let got: RunnerMessage = read_frame(&mut b).await.unwrap();
-        assert_eq!(got, RunnerMessage::Piece { id: 7, text: "hé".into() });
+        assert_eq!(
+            got,
+            RunnerMessage::Piece {
+                id: 7,
+                text: "hé".into()
+            }
+        );
         assert!(matches!(
             read_frame::<_, RunnerMessage>(&mut b).await,
             Err(FrameError::Closed)

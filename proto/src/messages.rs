@@ -40,6 +40,20 @@ pub struct CompletionRequest {
     pub return_tokens: bool,
 }
 
+impl CompletionRequest {
+    /// The most prompt tokens a context of `context_length` takes for this request: the rest is
+    /// kept free to generate in (`num_predict` tokens, at most half the context; a quarter when
+    /// unbounded). The runner cuts a longer prompt to this, so the server fits chats to it too.
+    pub fn prompt_budget(context_length: usize, num_predict: i32) -> usize {
+        let reserve = match num_predict {
+            n if n > 0 => (n as usize).min(context_length / 2),
+            _ => context_length / 4,
+        }
+        .max(1);
+        context_length.saturating_sub(reserve)
+    }
+}
+
 /// Sampling parameters, with Ollama's meaning and defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SamplingOptions {

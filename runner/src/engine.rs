@@ -11,8 +11,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use herd_proto::{
-    CompletionMetrics, CompletionRequest, DoneReason, ModelFacts, RequestId, RunnerMessage,
-    ServerMessage,
+    CompletionMetrics, CompletionRequest, DoneReason, ModelFacts, RequestId, RunnerMessage, ServerMessage,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -144,7 +143,11 @@ impl<'m> Engine<'m> {
         events: Events,
     ) -> Self {
         let slots = (0..parallel as i32)
-            .map(|seq| Slot { seq, cached: Vec::new(), active: None })
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                active: None,
+            })
             .collect();
         Self {
             model,
@@ -166,7 +169,11 @@ impl<'m> Engine<'m> {
     fn serve(&mut self, commands: &Receiver<ServerMessage>) {
         loop {
             // Block only when there is nothing to decode; otherwise take what has arrived.
-            let timeout = if self.busy() { Duration::ZERO } else { Duration::from_secs(3600) };
+            let timeout = if self.busy() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3600)
+            };
             let mut next = commands.recv_timeout(timeout);
             loop {
                 match next {
@@ -215,7 +222,10 @@ impl<'m> Engine<'m> {
     fn cancel(&mut self, id: RequestId) {
         if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
             self.waiting.remove(pos);
-            self.send(RunnerMessage::Done { id, metrics: cancelled_metrics() });
+            self.send(RunnerMessage::Done {
+                id,
+                metrics: cancelled_metrics(),
+            });
             return;
         }
         if let Some(index) = self
@@ -231,10 +241,15 @@ impl<'m> Engine<'m> {
     /// longest prefix of the prompt.
     fn assign_waiting(&mut self) {
         while self.slots.iter().any(|s| s.active.is_none()) {
-            let Some(request) = self.waiting.pop_front() else { return };
+            let Some(request) = self.waiting.pop_front() else {
+                return;
+            };
             let (prompt, truncated) = self.prompt_tokens(&request);
             if prompt.is_empty() {
-                self.send(RunnerMessage::Failed { id: request.id, error: "empty prompt".into() });
+                self.send(RunnerMessage::Failed {
+                    id: request.id,
+                    error: "empty prompt".into(),
+                });
                 continue;
             }
             let (index, common) = self
@@ -256,8 +271,7 @@ impl<'m> Engine<'m> {
                 }
             };
             slot.cached.truncate(reused);
-            let mut sampler =
-                build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
+            let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
             sampler.accept_many(prompt.iter());
             slot.active = Some(Active {
                 id: request.id,
@@ -282,12 +296,7 @@ impl<'m> Engine<'m> {
     fn prompt_tokens(&self, request: &CompletionRequest) -> (Vec<LlamaToken>, u32) {
         let tokens = self.tokenize(&request.prompt);
         let ctx = self.context_length as usize;
-        let reserve = match request.num_predict {
-            n if n > 0 => (n as usize).min(ctx / 2),
-            _ => ctx / 4,
-        }
-        .max(1);
-        let limit = ctx - reserve;
+        let limit = CompletionRequest::prompt_budget(ctx, request.num_predict);
         if tokens.len() <= limit {
             return (tokens, 0);
         }
@@ -353,8 +362,7 @@ impl<'m> Engine<'m> {
             return;
         }
         for index in 0..self.slots.len() {
-            let Some(logits_index) = self.slots[index].active.as_ref().and_then(|a| a.logits_index)
-            else {
+            let Some(logits_index) = self.slots[index].active.as_ref().and_then(|a| a.logits_index) else {
                 continue;
             };
             self.sample(index, logits_index);
@@ -391,8 +399,7 @@ impl<'m> Engine<'m> {
         }
         let slot = &mut self.slots[index];
         let Some(active) = slot.active.as_mut() else { return };
-        let predicted_enough =
-            active.num_predict >= 0 && active.generated.len() >= active.num_predict as usize;
+        let predicted_enough = active.num_predict >= 0 && active.generated.len() >= active.num_predict as usize;
         let context_full = slot.cached.len() + 1 >= self.context_length as usize;
         if predicted_enough || context_full {
             return self.finish(index, DoneReason::Length);
@@ -402,17 +409,27 @@ impl<'m> Engine<'m> {
 
     /// Ends the slot's request: flushes held-back text and reports the metrics.
     fn finish(&mut self, index: usize, reason: DoneReason) {
-        let Some(mut active) = self.slots[index].active.take() else { return };
+        let Some(mut active) = self.slots[index].active.take() else {
+            return;
+        };
         if reason != DoneReason::Cancelled {
             let tail = active.output.finish();
             if !tail.is_empty() {
-                self.send(RunnerMessage::Piece { id: active.id, text: tail });
+                self.send(RunnerMessage::Piece {
+                    id: active.id,
+                    text: tail,
+                });
             }
         }
         let now = Instant::now();
         let first = active.first_token_at.unwrap_or(now);
         let tokens = active.return_tokens.then(|| {
-            active.prompt.iter().chain(active.generated.iter()).map(|t| t.0).collect()
+            active
+                .prompt
+                .iter()
+                .chain(active.generated.iter())
+                .map(|t| t.0)
+                .collect()
         });
         let metrics = CompletionMetrics {
             done_reason: reason,

@@ -22,7 +22,11 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Command line of a runner; the server builds it.
 #[derive(Parser, Debug)]
-#[command(name = "herd-runner", version, about = "herd's model runner (started by `herd serve`)")]
+#[command(
+    name = "herd-runner",
+    version,
+    about = "herd's model runner (started by `herd serve`)"
+)]
 struct Args {
     /// GGUF file to load.
     #[arg(long)]
@@ -80,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
     let conn_writer = conn.clone();
 
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    events_tx.send(RunnerMessage::Hello { protocol: PROTOCOL_VERSION, pid: std::process::id() })?;
+    events_tx.send(RunnerMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    })?;
     let writer_task = tokio::spawn(async move {
         let mut writer = &*conn_writer;
         while let Some(message) = events_rx.recv().await {

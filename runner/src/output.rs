@@ -155,18 +155,12 @@ mod tests {
 
     #[test]
     fn near_miss_of_a_stop_string_is_released() {
-        assert_eq!(
-            run(&["<end>"], &[b"a <e", b"nx", b" b"]),
-            ("a <enx b".into(), false)
-        );
+        assert_eq!(run(&["<end>"], &[b"a <e", b"nx", b" b"]), ("a <enx b".into(), false));
     }
 
     #[test]
     fn earliest_of_several_stops_wins() {
-        assert_eq!(
-            run(&["world", "lo"], &[b"hello world"]),
-            ("hel".into(), true)
-        );
+        assert_eq!(run(&["world", "lo"], &[b"hello world"]), ("hel".into(), true));
     }
 
     #[test]

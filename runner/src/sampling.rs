@@ -15,9 +15,8 @@ pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i3
     } else {
         options.repeat_last_n
     };
-    let penalised = options.repeat_penalty != 1.0
-        || options.frequency_penalty != 0.0
-        || options.presence_penalty != 0.0;
+    let penalised =
+        options.repeat_penalty != 1.0 || options.frequency_penalty != 0.0 || options.presence_penalty != 0.0;
     if penalised && last_n != 0 {
         chain.push(LlamaSampler::penalties(
             n_vocab,
