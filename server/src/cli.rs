@@ -1,0 +1,356 @@
+//! The command line: every command except `serve` is a client of the HTTP API at `HERD_HOST`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{env_var, parse_host};
+use crate::modelfile::{parse_modelfile_bytes, Command as ModelfileCommand};
+use crate::options::parse_parameter;
+
+/// herd: run large language models locally, through Ollama's API.
+#[derive(Parser, Debug)]
+#[command(name = "herd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// herd's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the server.
+    Serve,
+    /// Create a model from a Modelfile.
+    Create {
+        /// Name of the new model.
+        name: String,
+        /// The Modelfile.
+        #[arg(short = 'f', long = "file", default_value = "Modelfile")]
+        file: PathBuf,
+    },
+    /// List local models.
+    #[command(alias = "ls")]
+    List,
+    /// List loaded models.
+    Ps,
+    /// Show a model's Modelfile.
+    Show {
+        /// The model.
+        name: String,
+    },
+    /// Run a model on a prompt and print the answer.
+    Run {
+        /// The model.
+        model: String,
+        /// The prompt (read from stdin when absent).
+        prompt: Vec<String>,
+    },
+    /// Copy a model.
+    Cp {
+        /// Existing model.
+        source: String,
+        /// New name.
+        destination: String,
+    },
+    /// Remove models.
+    Rm {
+        /// Models to remove.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Unload a model.
+    Stop {
+        /// The model.
+        model: String,
+    },
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn from_env() -> anyhow::Result<Self> {
+        let host = env_var("HOST").unwrap_or_else(|| "127.0.0.1".into());
+        let mut addr = parse_host(&host).map_err(anyhow::Error::msg)?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Ok(Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!("could not connect to herd at {} - is `herd serve` running?", self.base)
+            } else {
+                e.into()
+            }
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+            .unwrap_or(text);
+        bail!("{message} ({status})")
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Reads an NDJSON stream, calling `each` per object; an `error` line fails.
+    async fn stream(&self, response: reqwest::Response, mut each: impl FnMut(&Value)) -> anyhow::Result<()> {
+        let mut body = response.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk?);
+            while let Some(newline) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=newline).collect();
+                let value: Value = serde_json::from_slice(&line)?;
+                if let Some(error) = value.get("error").and_then(Value::as_str) {
+                    bail!("{error}");
+                }
+                each(&value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a client command.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let client = Client::from_env()?;
+    match command {
+        Command::Serve => unreachable!("serve is handled by main"),
+        Command::Create { name, file } => create(&client, &name, &file).await,
+        Command::List => {
+            let tags = client.get("/api/tags").await?;
+            println!("{:<40} {:<14} {:>10}  MODIFIED", "NAME", "ID", "SIZE");
+            for m in tags["models"].as_array().into_iter().flatten() {
+                let digest = m["digest"].as_str().unwrap_or_default();
+                println!(
+                    "{:<40} {:<14} {:>10}  {}",
+                    m["name"].as_str().unwrap_or_default(),
+                    &digest[..digest.len().min(12)],
+                    human_bytes(m["size"].as_u64().unwrap_or_default()),
+                    m["modified_at"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Ps => {
+            let ps = client.get("/api/ps").await?;
+            println!("{:<40} {:>10}  {:<10} UNTIL", "NAME", "SIZE", "CONTEXT");
+            for m in ps["models"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {:>10}  {:<10} {}",
+                    m["name"].as_str().unwrap_or_default(),
+                    human_bytes(m["size"].as_u64().unwrap_or_default()),
+                    m["context_length"],
+                    m["expires_at"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Show { name } => {
+            let info: Value = client
+                .post("/api/show", &json!({ "model": name }))
+                .await?
+                .json()
+                .await?;
+            println!("{}", info["modelfile"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Run { model, prompt } => {
+            let prompt = if prompt.is_empty() {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                text
+            } else {
+                prompt.join(" ")
+            };
+            let body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
+            let response = client.post("/api/chat", &body).await?;
+            let mut stdout = std::io::stdout();
+            client
+                .stream(response, |chunk| {
+                    if let Some(text) = chunk["message"]["content"].as_str() {
+                        let _ = write!(stdout, "{text}");
+                        let _ = stdout.flush();
+                    }
+                })
+                .await?;
+            println!();
+            Ok(())
+        }
+        Command::Cp { source, destination } => {
+            client
+                .post("/api/copy", &json!({ "source": source, "destination": destination }))
+                .await?;
+            println!("copied '{source}' to '{destination}'");
+            Ok(())
+        }
+        Command::Rm { names } => {
+            for name in names {
+                let url = format!("{}/api/delete", client.base);
+                client
+                    .send(client.http.delete(url).json(&json!({ "model": name })))
+                    .await?;
+                println!("deleted '{name}'");
+            }
+            Ok(())
+        }
+        Command::Stop { model } => {
+            let body = json!({ "model": model, "prompt": "", "keep_alive": 0, "stream": false });
+            client.post("/api/generate", &body).await?;
+            Ok(())
+        }
+    }
+}
+
+/// `herd create NAME -f Modelfile`: uploads a local GGUF as a blob, then calls `/api/create`.
+async fn create(client: &Client, name: &str, file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let modelfile = parse_modelfile_bytes(&bytes)?;
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+    let mut request = Map::new();
+    request.insert("model".into(), json!(name));
+    let mut parameters = Map::new();
+    let mut messages = Vec::new();
+    let mut licenses = Vec::new();
+    for command in modelfile.commands {
+        match command {
+            ModelfileCommand::From(from) => {
+                let path = expand_path(&from, base_dir);
+                if path.is_file() {
+                    let digest = upload_blob(client, &path).await?;
+                    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
+                    request.insert("files".into(), json!({ file_name: digest }));
+                } else {
+                    request.insert("from".into(), json!(from));
+                }
+            }
+            ModelfileCommand::Parameter { name, value } => {
+                let value = parse_parameter(&name, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
+                match (parameters.get_mut(&name), value) {
+                    (Some(Value::Array(existing)), Value::Array(more)) => existing.extend(more),
+                    (_, value) => {
+                        parameters.insert(name, value);
+                    }
+                }
+            }
+            ModelfileCommand::Template(t) => {
+                request.insert("template".into(), json!(t));
+            }
+            ModelfileCommand::System(s) => {
+                request.insert("system".into(), json!(s));
+            }
+            ModelfileCommand::Message { role, content } => messages.push(json!({ "role": role, "content": content })),
+            ModelfileCommand::License(l) => licenses.push(l),
+            ModelfileCommand::Adapter(_) => bail!("ADAPTER is not supported by herd yet"),
+        }
+    }
+    if !parameters.is_empty() {
+        request.insert("parameters".into(), Value::Object(parameters));
+    }
+    if !messages.is_empty() {
+        request.insert("messages".into(), json!(messages));
+    }
+    if !licenses.is_empty() {
+        request.insert("license".into(), json!(licenses));
+    }
+    let response = client.post("/api/create", &Value::Object(request)).await?;
+    client
+        .stream(response, |line| {
+            if let Some(status) = line["status"].as_str() {
+                eprintln!("{status}");
+            }
+        })
+        .await
+}
+
+fn expand_path(from: &str, base_dir: &Path) -> PathBuf {
+    let path = match from.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(from),
+    };
+    if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }
+}
+
+/// Hashes a local file and uploads it unless the server already has it; returns its digest.
+async fn upload_blob(client: &Client, path: &Path) -> anyhow::Result<String> {
+    eprintln!("gathering model components");
+    let digest = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut file = std::fs::File::open(&path)?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher)?;
+            Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+        })
+        .await??
+    };
+    let url = format!("{}/api/blobs/{digest}", client.base);
+    let exists = client
+        .http
+        .head(&url)
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false);
+    if !exists {
+        eprintln!("copying file {digest} 100%");
+        let file = tokio::fs::File::open(path).await?;
+        client
+            .send(client.http.post(&url).body(reqwest::Body::from(file)))
+            .await?;
+    }
+    Ok(digest)
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < units.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.0} {}", units[unit])
+    }
+}

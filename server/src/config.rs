@@ -1,0 +1,196 @@
+//! Server configuration, read once from the environment (`HERD_*`, with the `OLLAMA_*`
+//! names accepted) and passed down. Nothing else in herd reads the environment.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::keep_alive::KeepAlive;
+
+/// Every environment variable herd reads, with what it means (printed by `herd serve --help`).
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("HERD_HOST", "address to bind or connect to (default 127.0.0.1:11434)"),
+    ("HERD_MODELS", "models directory (default ~/.herd/models)"),
+    ("HERD_KEEP_ALIVE", "how long an idle model stays loaded (default 5m)"),
+    ("HERD_CONTEXT_LENGTH", "default context length in tokens (default 4096)"),
+    ("HERD_NUM_PARALLEL", "requests each model decodes together (default 1)"),
+    ("HERD_LOAD_TIMEOUT", "longest a model load may take (default 5m)"),
+    ("HERD_RUNNER", "path of the herd-runner binary (default: next to herd)"),
+    (
+        "HERD_ALLOW_LOCAL_PATHS",
+        "allow /api/create to read files on the server (default off)",
+    ),
+    ("HERD_DEBUG", "verbose logs"),
+];
+
+/// The default port, Ollama's.
+pub const DEFAULT_PORT: u16 = 11434;
+
+/// What `herd serve` runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to bind.
+    pub host: SocketAddr,
+    /// Models directory.
+    pub models_dir: PathBuf,
+    /// Default keep-alive of a loaded model.
+    pub keep_alive: KeepAlive,
+    /// Default `num_ctx`.
+    pub context_length: u32,
+    /// Slots per runner.
+    pub num_parallel: u32,
+    /// Longest a model load may take.
+    pub load_timeout: Duration,
+    /// The runner binary.
+    pub runner_path: PathBuf,
+    /// Whether `/api/create` may read server-side paths.
+    pub allow_local_paths: bool,
+    /// Verbose logging.
+    pub debug: bool,
+}
+
+/// A variable with a value herd cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+/// Reads `HERD_<name>`, else `OLLAMA_<name>`; trimmed of spaces and quotes as Ollama does.
+pub fn env_var(name: &str) -> Option<String> {
+    [format!("HERD_{name}"), format!("OLLAMA_{name}")]
+        .iter()
+        .filter_map(|key| std::env::var(key).ok())
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .find(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let host = match env_var("HOST") {
+            Some(value) => parse_host(&value).map_err(|reason| ConfigError {
+                name: "HERD_HOST",
+                value: value.clone(),
+                reason,
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+        };
+        let models_dir = env_var("MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home_dir().join(".herd/models"));
+        let keep_alive = match env_var("KEEP_ALIVE") {
+            Some(value) => KeepAlive::parse_env(&value).map_err(|reason| ConfigError {
+                name: "HERD_KEEP_ALIVE",
+                value: value.clone(),
+                reason,
+            })?,
+            None => KeepAlive::default(),
+        };
+        let number = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match env_var(name) {
+                Some(value) => value.parse().map_err(|_| ConfigError {
+                    name,
+                    value,
+                    reason: "expected a whole number".into(),
+                }),
+                None => Ok(default),
+            }
+        };
+        let load_timeout = match env_var("LOAD_TIMEOUT") {
+            Some(value) => match KeepAlive::parse_env(&value) {
+                Ok(KeepAlive::For(d)) if !d.is_zero() => d,
+                Ok(_) => Duration::from_secs(u64::MAX / 4),
+                Err(reason) => {
+                    return Err(ConfigError {
+                        name: "HERD_LOAD_TIMEOUT",
+                        value,
+                        reason,
+                    })
+                }
+            },
+            None => Duration::from_secs(300),
+        };
+        Ok(Self {
+            host,
+            models_dir,
+            keep_alive,
+            context_length: number("CONTEXT_LENGTH", 4096)?.max(4),
+            num_parallel: number("NUM_PARALLEL", 1)?.max(1),
+            load_timeout,
+            runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),
+            allow_local_paths: env_var("ALLOW_LOCAL_PATHS").is_some_and(|v| truthy(&v)),
+            debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),
+        })
+    }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on" | "2")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `herd-runner` next to the running executable.
+fn default_runner_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("herd-runner")))
+        .unwrap_or_else(|| PathBuf::from("herd-runner"))
+}
+
+/// Parses Ollama's host forms: `host`, `host:port`, `:port`, `scheme://host:port[/path]`.
+pub fn parse_host(value: &str) -> Result<SocketAddr, String> {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("http", value),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let default_port = match scheme {
+        "https" => 443,
+        "http" if value.contains("://") => 80,
+        _ => DEFAULT_PORT,
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => {
+            (host, port.parse::<u16>().map_err(|_| format!("invalid port {port:?}"))?)
+        }
+        Some(("", port)) => (
+            "127.0.0.1",
+            port.parse::<u16>().map_err(|_| format!("invalid port {port:?}"))?,
+        ),
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ollama_host_forms() {
+        assert_eq!(parse_host("127.0.0.1").unwrap(), "127.0.0.1:11434".parse().unwrap());
+        assert_eq!(parse_host("0.0.0.0:8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(parse_host(":9000").unwrap(), "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            parse_host("http://127.0.0.1:5/x").unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
+        assert_eq!(parse_host("http://127.0.0.1").unwrap(), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(parse_host("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        assert!(parse_host("127.0.0.1:notaport").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! `herd`: an Ollama-compatible local LLM server (`herd serve`) and its command line.
+
+mod api;
+mod cli;
+mod config;
+mod create;
+mod error;
+mod gguf;
+mod inference;
+mod keep_alive;
+mod model;
+mod modelfile;
+mod options;
+mod prompt;
+mod scheduler;
+mod show;
+mod store;
+mod supervisor;
+mod template;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::api::AppState;
+use crate::config::Config;
+use crate::inference::Inference;
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+
+#[tokio::main]
+async fn main() {
+    let args = cli::Cli::parse();
+    let result = match args.command {
+        cli::Command::Serve => serve().await,
+        command => cli::run(command).await,
+    };
+    if let Err(e) = result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `herd serve`: runs the HTTP API until SIGINT or SIGTERM.
+async fn serve() -> anyhow::Result<()> {
+    let config = Arc::new(Config::from_env()?);
+    let filter = if config.debug { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| filter.into()))
+        .init();
+    let store = Arc::new(Store::open(&config.models_dir).context("cannot open the models directory")?);
+    store.remove_stale_temp_files();
+    let scheduler = Scheduler::new(config.runner_path.clone(), config.keep_alive, config.load_timeout);
+    let inference = Inference::new(config.clone(), store.clone(), scheduler.clone());
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store,
+        scheduler: scheduler.clone(),
+        inference,
+    });
+    let (addr, server) = warp::serve(api::routes(state))
+        .try_bind_with_graceful_shutdown(config.host, shutdown_signal())
+        .with_context(|| format!("cannot listen on {}", config.host))?;
+    for (name, meaning) in config::ENV_VARS {
+        if let Some(value) = config::env_var(name.trim_start_matches("HERD_")) {
+            tracing::info!("{name}={value} ({meaning})");
+        }
+    }
+    tracing::info!(models = %config.models_dir.display(), runner = %config.runner_path.display(), "config");
+    tracing::info!("listening on {addr}");
+    server.await;
+    tracing::info!("shutting down: stopping runners");
+    scheduler.stop_all().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

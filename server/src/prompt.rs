@@ -1,0 +1,114 @@
+//! Turns a conversation into the prompt text a model reads: with the model's Go template
+//! layer, or with the GGUF's Jinja `tokenizer.chat_template` when there is no template
+//! layer, or `{{ .Prompt }}` when there is neither.
+
+use crate::error::HerdError;
+use crate::template::{Message, PromptTemplate, Values};
+
+/// The template a model's prompts are rendered with.
+pub enum ChatTemplate {
+    /// An Ollama (Go `text/template`) template.
+    Go(PromptTemplate),
+    /// A Hugging Face (Jinja) chat template from the GGUF.
+    Jinja(String),
+}
+
+impl ChatTemplate {
+    /// Parses a Go template; a broken one is the request's or the model's fault, said plainly.
+    pub fn go(text: &str) -> Result<Self, HerdError> {
+        PromptTemplate::parse(text)
+            .map(Self::Go)
+            .map_err(|e| HerdError::bad_request(format!("template error: {e}")))
+    }
+
+    /// Whether the template renders tool definitions.
+    pub fn supports_tools(&self) -> bool {
+        match self {
+            Self::Go(t) => t.uses("tools"),
+            Self::Jinja(source) => source.contains("tools"),
+        }
+    }
+
+    /// Whether the template renders a suffix (fill-in-the-middle).
+    pub fn supports_insert(&self) -> bool {
+        match self {
+            Self::Go(t) => t.uses("suffix"),
+            Self::Jinja(_) => false,
+        }
+    }
+
+    /// Whether the template knows about thinking.
+    pub fn supports_thinking(&self) -> bool {
+        match self {
+            Self::Go(t) => t.uses("think"),
+            Self::Jinja(source) => source.contains("enable_thinking"),
+        }
+    }
+
+    /// Renders the prompt.
+    pub fn render(&self, values: &Values) -> Result<String, HerdError> {
+        match self {
+            Self::Go(t) => t
+                .render(values)
+                .map_err(|e| HerdError::bad_request(format!("template error: {e}"))),
+            Self::Jinja(source) => render_jinja(source, &values.messages),
+        }
+    }
+}
+
+/// Renders a Hugging Face chat template the way `transformers` calls it.
+fn render_jinja(source: &str, messages: &[Message]) -> Result<String, HerdError> {
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+        },
+    );
+    let error = |e: minijinja::Error| HerdError::bad_request(format!("chat template error: {e}"));
+    env.add_template("chat", source).map_err(error)?;
+    let template = env.get_template("chat").map_err(error)?;
+    // llama.cpp adds BOS when tokenizing, so the template must not add it again.
+    template
+        .render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => "",
+            eos_token => "",
+        })
+        .map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn jinja_templates_render_with_python_string_methods() {
+        let source = "{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}\n{% endfor %}\
+                      {% if add_generation_prompt %}<|assistant|>{% endif %}";
+        let template = ChatTemplate::Jinja(source.into());
+        let values = Values {
+            messages: vec![message("user", "  hi  ")],
+            ..Default::default()
+        };
+        assert_eq!(template.render(&values).unwrap(), "<|user|>hi\n<|assistant|>");
+    }
+
+    #[test]
+    fn jinja_raise_exception_is_a_clear_error() {
+        let template = ChatTemplate::Jinja("{{ raise_exception('roles must alternate') }}".into());
+        let err = template.render(&Values::default()).unwrap_err();
+        assert!(err.to_string().contains("roles must alternate"), "{err}");
+    }
+}

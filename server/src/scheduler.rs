@@ -1,0 +1,320 @@
+//! Decides which runner serves a request: loads a model on first use, shares its runner
+//! while it is in use, and unloads it `keep_alive` after its last request ends.
+//!
+//! One model loads at a time (loads compete for the same memory). A runner whose load
+//! options differ from a new request's is retired: it finishes what it serves and then stops.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::keep_alive::KeepAlive;
+use crate::supervisor::{LoadSpec, RunnerClient, RunnerError};
+
+/// How long a runner gets to exit on its own when unloaded.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A model that a request wants loaded.
+#[derive(Clone, Debug)]
+pub struct LoadRequest {
+    /// The model's display name (e.g. `gemma3:270m`).
+    pub name: String,
+    /// The model's manifest digest (hex).
+    pub digest: String,
+    /// How to start its runner.
+    pub spec: LoadSpec,
+    /// The request's keep-alive; `None` keeps the current one (or the default on load).
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// A loaded model, as `/api/ps` shows it.
+#[derive(Clone, Debug)]
+pub struct LoadedInfo {
+    /// Display name.
+    pub name: String,
+    /// Manifest digest (hex).
+    pub digest: String,
+    /// Bytes in memory (weights).
+    pub size: u64,
+    /// When it unloads, if idle; `None` for never.
+    pub expires_at: Option<SystemTime>,
+    /// Context length of each slot.
+    pub context_length: u32,
+}
+
+struct Loaded {
+    name: String,
+    digest: String,
+    client: Arc<RunnerClient>,
+    state: Mutex<LoadedState>,
+}
+
+struct LoadedState {
+    active: u32,
+    keep_alive: KeepAlive,
+    /// Set when idle: when the model unloads.
+    expires: Option<Instant>,
+    /// Replaced by a runner with other options: stop once idle.
+    retired: bool,
+}
+
+struct Inner {
+    default_keep_alive: KeepAlive,
+    runner_path: PathBuf,
+    load_timeout: Duration,
+    /// Loaded runners by model path.
+    loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
+    /// Held while a model loads: one load at a time.
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// Hands out runners and unloads idle ones.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+/// A runner in use by one request; releasing it (dropping) starts the keep-alive clock.
+pub struct Lease {
+    loaded: Arc<Loaded>,
+    inner: Arc<Inner>,
+}
+
+impl Lease {
+    /// The runner.
+    pub fn client(&self) -> &Arc<RunnerClient> {
+        &self.loaded.client
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let stop_now = {
+            let Ok(mut state) = self.loaded.state.lock() else {
+                return;
+            };
+            state.active = state.active.saturating_sub(1);
+            if state.active > 0 {
+                return;
+            }
+            match state.keep_alive {
+                KeepAlive::For(d) if d.is_zero() => true,
+                KeepAlive::For(d) => {
+                    state.expires = Some(Instant::now() + d);
+                    state.retired
+                }
+                KeepAlive::Forever => state.retired,
+            }
+        };
+        if stop_now {
+            let inner = self.inner.clone();
+            let loaded = self.loaded.clone();
+            tokio::spawn(async move { inner.unload(&loaded).await });
+        }
+    }
+}
+
+impl Scheduler {
+    /// A scheduler that starts `runner_path` for each model.
+    pub fn new(runner_path: PathBuf, default_keep_alive: KeepAlive, load_timeout: Duration) -> Self {
+        let inner = Arc::new(Inner {
+            default_keep_alive,
+            runner_path,
+            load_timeout,
+            loaded: Mutex::default(),
+            loading: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(expire_idle(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// A runner for the request's model, loading it if needed; also returns the time spent
+    /// waiting for the load.
+    pub async fn acquire(&self, request: &LoadRequest) -> Result<(Lease, Duration), RunnerError> {
+        let started = Instant::now();
+        if let Some(lease) = self.try_reuse(request) {
+            return Ok((lease, started.elapsed()));
+        }
+        let _loading = self.inner.loading.lock().await;
+        if let Some(lease) = self.try_reuse(request) {
+            return Ok((lease, started.elapsed()));
+        }
+        // Retire whatever runs this model with other options.
+        let previous = self
+            .inner
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|mut l| l.remove(&request.spec.model_path));
+        if let Some(previous) = previous {
+            let idle = previous.state.lock().map(|mut s| {
+                s.retired = true;
+                s.active == 0
+            });
+            if idle.unwrap_or(true) {
+                self.inner.unload(&previous).await;
+            }
+        }
+        tracing::info!(model = %request.name, spec = ?request.spec, "loading model");
+        let client =
+            RunnerClient::start(&self.inner.runner_path, request.spec.clone(), self.inner.load_timeout).await?;
+        let loaded = Arc::new(Loaded {
+            name: request.name.clone(),
+            digest: request.digest.clone(),
+            client,
+            state: Mutex::new(LoadedState {
+                active: 1,
+                keep_alive: request.keep_alive.unwrap_or(self.inner.default_keep_alive),
+                expires: None,
+                retired: false,
+            }),
+        });
+        if let Ok(mut all) = self.inner.loaded.lock() {
+            all.insert(request.spec.model_path.clone(), loaded.clone());
+        }
+        let lease = Lease {
+            loaded,
+            inner: self.inner.clone(),
+        };
+        Ok((lease, started.elapsed()))
+    }
+
+    fn try_reuse(&self, request: &LoadRequest) -> Option<Lease> {
+        let mut all = self.inner.loaded.lock().ok()?;
+        let loaded = all.get(&request.spec.model_path)?.clone();
+        if !loaded.client.is_alive() {
+            tracing::warn!(model = %loaded.name, "runner is gone; starting a new one");
+            all.remove(&request.spec.model_path);
+            return None;
+        }
+        if loaded.client.spec != request.spec {
+            return None;
+        }
+        let mut state = loaded.state.lock().ok()?;
+        state.active += 1;
+        state.expires = None;
+        if let Some(keep_alive) = request.keep_alive {
+            state.keep_alive = keep_alive;
+        }
+        drop(state);
+        Some(Lease {
+            loaded,
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Unloads the model at `model_path` now (after its in-flight requests if any); false when
+    /// it was not loaded.
+    pub async fn unload(&self, model_path: &std::path::Path) -> bool {
+        let loaded = self
+            .inner
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|all| all.get(model_path).cloned());
+        let Some(loaded) = loaded else { return false };
+        let idle = loaded.state.lock().map(|mut s| {
+            s.keep_alive = KeepAlive::For(Duration::ZERO);
+            s.active == 0
+        });
+        if idle.unwrap_or(true) {
+            self.inner.unload(&loaded).await;
+        }
+        true
+    }
+
+    /// The loaded models, the longest-lived first.
+    pub fn loaded(&self) -> Vec<LoadedInfo> {
+        let now_instant = Instant::now();
+        let now = SystemTime::now();
+        let mut infos: Vec<LoadedInfo> = self
+            .inner
+            .loaded
+            .lock()
+            .map(|all| {
+                all.values()
+                    .filter(|l| l.client.is_alive())
+                    .map(|l| {
+                        let state = l.state.lock().ok();
+                        let expires_at = state.and_then(|s| match (s.expires, s.keep_alive) {
+                            (_, KeepAlive::Forever) => None,
+                            (Some(at), _) => Some(now + at.saturating_duration_since(now_instant)),
+                            (None, KeepAlive::For(d)) => Some(now + d),
+                        });
+                        LoadedInfo {
+                            name: l.name.clone(),
+                            digest: l.digest.clone(),
+                            size: l.client.facts.model_bytes,
+                            expires_at,
+                            context_length: l.client.facts.context_length,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        infos.sort_by_key(|i| {
+            std::cmp::Reverse(
+                i.expires_at
+                    .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 100)),
+            )
+        });
+        infos
+    }
+
+    /// Stops every runner (server shutdown).
+    pub async fn stop_all(&self) {
+        let all: Vec<_> = self
+            .inner
+            .loaded
+            .lock()
+            .map(|mut l| l.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for loaded in all {
+            loaded.client.shutdown(SHUTDOWN_GRACE).await;
+        }
+    }
+}
+
+impl Inner {
+    async fn unload(&self, loaded: &Arc<Loaded>) {
+        if let Ok(mut all) = self.loaded.lock() {
+            if all
+                .get(&loaded.client.spec.model_path)
+                .is_some_and(|l| Arc::ptr_eq(l, loaded))
+            {
+                all.remove(&loaded.client.spec.model_path);
+            }
+        }
+        tracing::info!(model = %loaded.name, "unloading model");
+        loaded.client.shutdown(SHUTDOWN_GRACE).await;
+    }
+}
+
+/// Unloads idle models whose keep-alive ran out, and forgets dead runners.
+async fn expire_idle(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<Arc<Loaded>> = inner
+            .loaded
+            .lock()
+            .map(|all| {
+                all.values()
+                    .filter(|l| {
+                        !l.client.is_alive()
+                            || l.state
+                                .lock()
+                                .is_ok_and(|s| s.active == 0 && s.expires.is_some_and(|at| at <= now))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for loaded in expired {
+            inner.unload(&loaded).await;
+        }
+    }
+}
