@@ -1,0 +1,197 @@
+//! Faults and lifecycle with real processes: a runner killed mid-stream, clients that hang
+//! up, prompts longer than the context, unloading, and server shutdown.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use herd_tests::{chat_body, generate_body, is_zombie, process_name, TestServer, MODEL};
+use serde_json::{json, Value};
+
+#[test]
+fn runner_killed_mid_stream_gives_an_error_line_and_the_next_request_works() {
+    let s = TestServer::with_model();
+    let mut reader = s.open_stream(
+        "/api/generate",
+        &generate_body("Tell me a long story.", json!({"options": {"num_predict": 2000}})),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let first: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(first["done"], false);
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1, "one runner expected: {runners:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runners[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let rest: Vec<Value> = reader
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let last = rest.last().expect("a last line after the kill");
+    let error = last["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error line, got {last}"));
+    assert!(error.contains("unexpectedly stopped"), "{error}");
+    s.wait_for("the dead runner to be reaped", Duration::from_secs(5), || {
+        !is_zombie(runners[0]) && process_name(runners[0]).is_none()
+    });
+
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 4}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eval_count"], 4);
+    assert_eq!(s.runner_pids().len(), 1);
+}
+
+#[test]
+fn a_client_that_hangs_up_cancels_its_generation() {
+    let s = TestServer::with_model();
+    // Warm up so that load time does not blur the measurement.
+    s.post(
+        "/api/generate",
+        &generate_body("hi", json!({"stream": false, "options": {"num_predict": 1}})),
+    );
+    let mut reader = s.open_stream(
+        "/api/generate",
+        &generate_body(
+            "Tell me a very long story.",
+            json!({"options": {"num_predict": 3000, "temperature": 0.8}}),
+        ),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    drop(reader);
+    // One slot: if the abandoned 3000-token generation were still running (about 30 s on
+    // this machine), this request would wait behind it.
+    let started = Instant::now();
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 4}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the abandoned generation kept the runner busy for {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_conversation_longer_than_the_context_is_cut_and_reported() {
+    let s = TestServer::with_model();
+    let filler = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
+    for i in 0..6 {
+        messages.push(json!({"role": "user", "content": format!("{i}: {filler}")}));
+        messages.push(json!({"role": "assistant", "content": "Noted."}));
+    }
+    messages.push(json!({"role": "user", "content": "Summarise."}));
+    let body = json!({"model": MODEL, "messages": messages, "stream": false,
+        "options": {"num_ctx": 512, "num_predict": 8, "temperature": 0}});
+    let (status, out) = s.post("/api/chat", &body);
+    assert_eq!(status, 200, "{out}");
+    let truncated = out["prompt_truncated_tokens"]
+        .as_u64()
+        .expect("prompt_truncated_tokens reported");
+    assert!(truncated > 500, "{out}");
+    assert!(out["prompt_eval_count"].as_u64().unwrap() <= 512, "{out}");
+    assert!(
+        s.log().contains("oldest messages dropped"),
+        "the log does not say the prompt was cut"
+    );
+
+    let long_prompt = "word ".repeat(1200);
+    let (status, out) = s.post(
+        "/api/generate",
+        &generate_body(
+            &long_prompt,
+            json!({"stream": false, "options": {"num_ctx": 256, "num_predict": 4}}),
+        ),
+    );
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        out["prompt_truncated_tokens"].as_u64().is_some_and(|n| n > 900),
+        "{out}"
+    );
+    assert!(s.log().contains("truncated"), "the runner did not log the cut");
+}
+
+#[test]
+fn keep_alive_zero_unloads_and_ps_tracks_it() {
+    let s = TestServer::with_model();
+    let (_, body) = s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+    assert_eq!(body["done_reason"], "load");
+    assert_eq!(s.runner_pids().len(), 1);
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"].as_array().unwrap().len(), 1);
+
+    let (_, body) = s.post("/api/generate", &json!({"model": MODEL, "prompt": "", "keep_alive": 0}));
+    assert_eq!(body["done_reason"], "unload");
+    s.wait_for("the runner to exit", Duration::from_secs(5), || {
+        s.runner_pids().is_empty()
+    });
+    let (_, ps) = s.get("/api/ps");
+    assert!(ps["models"].as_array().unwrap().is_empty(), "{ps}");
+
+    // A request with keep_alive 0 unloads once it is answered.
+    let (status, _) = s.post(
+        "/api/chat",
+        &chat_body(
+            "hi",
+            json!({"stream": false, "keep_alive": 0, "options": {"num_predict": 2}}),
+        ),
+    );
+    assert_eq!(status, 200);
+    s.wait_for("the runner to exit after the request", Duration::from_secs(5), || {
+        s.runner_pids().is_empty()
+    });
+
+    // A short keep_alive expires on its own.
+    s.post(
+        "/api/generate",
+        &json!({"model": MODEL, "prompt": "", "keep_alive": "1s"}),
+    );
+    assert_eq!(s.runner_pids().len(), 1);
+    s.wait_for("keep_alive to expire", Duration::from_secs(6), || {
+        s.runner_pids().is_empty()
+    });
+}
+
+#[test]
+fn sigterm_stops_the_server_and_its_runners() {
+    let s = TestServer::with_model();
+    s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    let server_pid = s.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    s.wait_for("the runner to exit with its server", Duration::from_secs(10), || {
+        process_name(runners[0]).is_none() || is_zombie(runners[0])
+    });
+}
+
+#[test]
+fn sigkill_of_the_server_leaves_no_runner() {
+    let s = TestServer::with_model();
+    s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    s.wait_for("the orphaned runner to exit", Duration::from_secs(10), || {
+        process_name(runners[0]).is_none() || is_zombie(runners[0])
+    });
+}
