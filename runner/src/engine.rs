@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Layers to offload to a GPU.
     pub gpu_layers: u32,
+    /// A LoRA adapter GGUF to apply at full scale.
+    pub lora_path: Option<PathBuf>,
 }
 
 /// Sends runner messages to the connection writer.
@@ -54,9 +56,15 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
         Err(e) => return load_failed(&events, format!("llama.cpp backend init failed: {e}")),
     };
     let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
-    let model = match LlamaModel::load_from_file(&backend, &config.model_path, &model_params) {
+    let mut model = match LlamaModel::load_from_file(&backend, &config.model_path, &model_params) {
         Ok(model) => model,
         Err(e) => return load_failed(&events, format!("unable to load model: {e}")),
+    };
+    // llama.cpp owns the adapter with the model; the handle only has to reach the context.
+    let mut adapter = match config.lora_path.as_ref().map(|path| model.lora_adapter_init(path)) {
+        None => None,
+        Some(Ok(adapter)) => Some(adapter),
+        Some(Err(e)) => return load_failed(&events, format!("unable to load LoRA adapter: {e}")),
     };
     let context_length = config.context_length.clamp(16, model.n_ctx_train().max(16));
     let parallel = config.parallel.max(1);
@@ -68,10 +76,15 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
         .with_n_seq_max(parallel)
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads);
-    let ctx = match model.new_context(&backend, ctx_params) {
+    let mut ctx = match model.new_context(&backend, ctx_params) {
         Ok(ctx) => ctx,
         Err(e) => return load_failed(&events, format!("unable to create context: {e}")),
     };
+    if let Some(adapter) = adapter.as_mut() {
+        if let Err(e) = ctx.lora_adapter_set(adapter, 1.0) {
+            return load_failed(&events, format!("unable to apply LoRA adapter: {e}"));
+        }
+    }
     let facts = ModelFacts {
         context_length,
         training_context_length: model.n_ctx_train(),

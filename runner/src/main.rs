@@ -49,6 +49,9 @@ struct Args {
     /// Layers to offload to a GPU.
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
+    /// A LoRA adapter GGUF to apply at full scale.
+    #[arg(long)]
+    lora: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -106,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         threads,
         batch_size: args.batch_size.max(1),
         gpu_layers: args.gpu_layers,
+        lora_path: args.lora,
     };
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())

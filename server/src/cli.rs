@@ -272,7 +272,15 @@ async fn create(client: &Client, name: &str, file: &Path) -> anyhow::Result<()> 
             }
             ModelfileCommand::Message { role, content } => messages.push(json!({ "role": role, "content": content })),
             ModelfileCommand::License(l) => licenses.push(l),
-            ModelfileCommand::Adapter(_) => bail!("ADAPTER is not supported by herd yet"),
+            ModelfileCommand::Adapter(adapter) => {
+                let path = expand_path(&adapter, base_dir);
+                if !path.is_file() {
+                    bail!("ADAPTER {adapter}: no such file (relative paths start at the Modelfile's folder)");
+                }
+                let digest = upload_blob(client, &path).await?;
+                let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("adapter.gguf");
+                request.insert("adapters".into(), json!({ file_name: digest }));
+            }
         }
     }
     if !parameters.is_empty() {

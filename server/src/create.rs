@@ -31,9 +31,6 @@ pub fn create_model(
     if request.quantize.as_deref().is_some_and(|q| !q.is_empty()) {
         return Err(HerdError::bad_request("quantization is not supported by herd yet"));
     }
-    if request.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err(HerdError::bad_request("adapters are not supported by herd yet"));
-    }
     let mut layers: Vec<Layer>;
     let model_config: ModelConfig;
     match (&request.files, request.from.as_deref().filter(|f| !f.is_empty())) {
@@ -71,6 +68,11 @@ pub fn create_model(
         _ => return Err(HerdError::bad_request("neither 'from' or 'files' was specified")),
     }
 
+    if let Some(adapters) = request.adapters.as_ref().filter(|a| !a.is_empty()) {
+        let layer = adapter_from_files(store, adapters, &model_config, progress)?;
+        layers.retain(|l| l.kind() != Some(LayerKind::Adapter));
+        layers.push(layer);
+    }
     if let Some(template) = &request.template {
         crate::prompt::ChatTemplate::go(template)?;
         replace_layer(store, &mut layers, LayerKind::Template, template.as_bytes(), progress)?;
@@ -150,13 +152,56 @@ fn weights_from_files(
     files: &Map<String, Value>,
     progress: &mut dyn CreateProgress,
 ) -> Result<(Layer, GgufInfo), HerdError> {
-    if files.len() != 1 {
-        return Err(HerdError::bad_request("exactly one GGUF file is supported in 'files'"));
+    let (file_name, digest) = single_uploaded_file(store, files, "files")?;
+    progress.status("parsing GGUF".into());
+    let info = read_model_gguf(&store.blob_path(&digest), file_name)?;
+    let size = store.blob_size(&digest)?;
+    progress.status(format!("using existing layer {digest}"));
+    Ok((Layer::new(LayerKind::Model, digest, size), info))
+}
+
+/// The adapter layer from `adapters`: one LoRA GGUF for the model's architecture, uploaded
+/// as a blob beforehand (llama.cpp applies one adapter per context).
+fn adapter_from_files(
+    store: &Store,
+    adapters: &Map<String, Value>,
+    model: &ModelConfig,
+    progress: &mut dyn CreateProgress,
+) -> Result<Layer, HerdError> {
+    let (file_name, digest) = single_uploaded_file(store, adapters, "adapters")?;
+    progress.status("parsing GGUF".into());
+    let info = gguf::read_gguf_path(&store.blob_path(&digest), gguf::ReadOptions { keep_arrays_up_to: 0 })
+        .map_err(|e| HerdError::InvalidModelFile(format!("{file_name} is not a valid GGUF adapter: {e}")))?;
+    let text = |key| info.get(key).and_then(|v| v.as_str());
+    if text("general.type") != Some("adapter") || text("adapter.type") != Some("lora") {
+        return Err(HerdError::InvalidModelFile(format!(
+            "{file_name} is not a LoRA adapter (general.type \"adapter\", adapter.type \"lora\")"
+        )));
     }
-    let (file_name, digest) = files
-        .iter()
-        .next()
-        .ok_or_else(|| HerdError::bad_request("'files' is empty"))?;
+    let architecture = info.architecture().unwrap_or_default();
+    if architecture != model.model_family {
+        return Err(HerdError::InvalidModelFile(format!(
+            "adapter {file_name} is for {architecture:?}, the model is {:?}",
+            model.model_family
+        )));
+    }
+    let size = store.blob_size(&digest)?;
+    progress.status(format!("using existing layer {digest}"));
+    Ok(Layer::new(LayerKind::Adapter, digest, size))
+}
+
+/// The one `name -> digest` entry of `files` or `adapters`, its blob already uploaded.
+fn single_uploaded_file<'a>(
+    store: &Store,
+    files: &'a Map<String, Value>,
+    field: &str,
+) -> Result<(&'a str, Digest), HerdError> {
+    let mut entries = files.iter();
+    let (Some((file_name, digest)), None) = (entries.next(), entries.next()) else {
+        return Err(HerdError::bad_request(format!(
+            "exactly one GGUF file is supported in '{field}'"
+        )));
+    };
     if file_name.is_empty() || file_name.starts_with('/') || file_name.split(['/', '\\']).any(|p| p == "..") {
         return Err(HerdError::bad_request("file path must be relative"));
     }
@@ -169,11 +214,7 @@ fn weights_from_files(
             "blob {digest} for file {file_name:?} not found; upload it first with POST /api/blobs/{digest}"
         )));
     }
-    progress.status("parsing GGUF".into());
-    let info = read_model_gguf(&store.blob_path(&digest), file_name)?;
-    let size = store.blob_size(&digest)?;
-    progress.status(format!("using existing layer {digest}"));
-    Ok((Layer::new(LayerKind::Model, digest, size), info))
+    Ok((file_name, digest))
 }
 
 fn weights_from_path(

@@ -153,6 +153,7 @@ impl Inference {
             digest: model.stored.digest.hex().to_string(),
             spec: LoadSpec {
                 model_path: model.model_path.clone(),
+                adapter_path: model.adapter_path.clone(),
                 context_length: options.num_ctx,
                 parallel: self.config.num_parallel,
                 threads: options.num_thread,

@@ -19,6 +19,8 @@ pub struct Model {
     pub config: ModelConfig,
     /// The GGUF weights.
     pub model_path: PathBuf,
+    /// A LoRA adapter GGUF applied on top of the weights.
+    pub adapter_path: Option<PathBuf>,
     /// Go template text.
     pub template: Option<String>,
     /// System prompt.
@@ -90,6 +92,7 @@ impl Model {
         Ok(Self {
             name: name.clone(),
             model_path: store.blob_path(&weights.digest),
+            adapter_path: manifest.layer(LayerKind::Adapter).map(|l| store.blob_path(&l.digest)),
             parent_model: weights.from.clone(),
             template: text(LayerKind::Template)?,
             system: text(LayerKind::System)?,

@@ -183,6 +183,9 @@ fn go_value_text(value: &Value) -> String {
 /// A Modelfile that recreates the model.
 fn modelfile_text(model: &Model, template: &str) -> String {
     let mut commands = vec![Command::From(model.model_path.display().to_string())];
+    if let Some(adapter) = &model.adapter_path {
+        commands.push(Command::Adapter(adapter.display().to_string()));
+    }
     if !template.is_empty() {
         commands.push(Command::Template(template.to_string()));
     }

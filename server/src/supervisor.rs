@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 pub struct LoadSpec {
     /// The GGUF blob.
     pub model_path: PathBuf,
+    /// A LoRA adapter GGUF to apply.
+    pub adapter_path: Option<PathBuf>,
     /// Context length of each slot.
     pub context_length: u32,
     /// Slots.
@@ -131,6 +133,11 @@ impl RunnerClient {
             .args(["--threads", &spec.threads.to_string()])
             .args(["--batch-size", &spec.batch_size.to_string()])
             .args(["--gpu-layers", &spec.gpu_layers.to_string()])
+            .args(
+                spec.adapter_path
+                    .iter()
+                    .flat_map(|path| [std::ffi::OsStr::new("--lora"), path.as_os_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

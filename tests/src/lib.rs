@@ -381,3 +381,64 @@ pub fn read_all(mut reader: impl Read) -> String {
     let _ = reader.read_to_string(&mut s);
     s
 }
+
+/// Writes a LoRA adapter GGUF as llama.cpp reads one (`general.type` `adapter`, `adapter.type`
+/// `lora`, F32 `<tensor>.lora_a` of `[n_in, rank]` and `<tensor>.lora_b` of `[rank, n_out]`),
+/// with pseudo-random values of magnitude `scale` from `seed`: a real adapter file for a base
+/// model whose tensor shapes the caller names.
+pub fn write_lora_adapter(path: &Path, architecture: &str, targets: &[(String, u64, u64)], rank: u64, scale: f32) {
+    const ALIGNMENT: usize = 32;
+    const TYPE_F32: u32 = 6;
+    const TYPE_STRING: u32 = 8;
+    const GGML_F32: u32 = 0;
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    };
+    let mut tensors: Vec<(String, [u64; 2])> = Vec::new();
+    for (name, n_in, n_out) in targets {
+        tensors.push((format!("{name}.lora_a"), [*n_in, rank]));
+        tensors.push((format!("{name}.lora_b"), [rank, *n_out]));
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend(4u64.to_le_bytes());
+    for (key, value) in [
+        ("general.architecture", architecture),
+        ("general.type", "adapter"),
+        ("adapter.type", "lora"),
+    ] {
+        string(&mut out, key);
+        out.extend(TYPE_STRING.to_le_bytes());
+        string(&mut out, value);
+    }
+    string(&mut out, "adapter.lora.alpha");
+    out.extend(TYPE_F32.to_le_bytes());
+    out.extend((rank as f32).to_le_bytes());
+    let mut offset = 0u64;
+    for (name, dims) in &tensors {
+        string(&mut out, name);
+        out.extend(2u32.to_le_bytes());
+        out.extend(dims[0].to_le_bytes());
+        out.extend(dims[1].to_le_bytes());
+        out.extend(GGML_F32.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset += (dims[0] * dims[1] * 4).next_multiple_of(ALIGNMENT as u64);
+    }
+    out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+    for (_, dims) in &tensors {
+        for _ in 0..dims[0] * dims[1] {
+            out.extend(random().to_le_bytes());
+        }
+        out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+    }
+    std::fs::write(path, out).expect("write the adapter");
+}

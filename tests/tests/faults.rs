@@ -83,6 +83,51 @@ fn a_client_that_hangs_up_cancels_its_generation() {
 }
 
 #[test]
+fn a_client_that_hangs_up_during_prompt_evaluation_cancels_it() {
+    let s = TestServer::with_model();
+    let long_prompt = |word: &str| {
+        format!(
+            "{word}. {}",
+            "The quick brown fox jumps over the lazy dog. ".repeat(160)
+        )
+    };
+    let raw_once = |prompt: String| {
+        generate_body(
+            &prompt,
+            json!({"raw": true, "stream": false, "options": {"num_predict": 1}}),
+        )
+    };
+    // How long this machine takes to evaluate the whole prompt (a first word of its own, so
+    // nothing of it is cached).
+    s.post("/api/generate", &raw_once("Warm".into()));
+    let started = Instant::now();
+    let (status, body) = s.post("/api/generate", &raw_once(long_prompt("Measure")));
+    assert_eq!(status, 200, "{body}");
+    let full_evaluation = started.elapsed();
+    assert!(body["prompt_eval_count"].as_u64().unwrap() > 1500, "{body}");
+
+    // Hang up long before the prompt is evaluated: no token has been sent yet.
+    let reader = s.open_stream(
+        "/api/generate",
+        &generate_body(
+            &long_prompt("Abandon"),
+            json!({"raw": true, "options": {"num_predict": 1}}),
+        ),
+    );
+    std::thread::sleep(full_evaluation / 5);
+    drop(reader);
+    // One slot: had the evaluation gone on, this request would wait for the rest of it.
+    let started = Instant::now();
+    let (status, body) = s.post("/api/generate", &raw_once("Hello".into()));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < full_evaluation / 2,
+        "waited {:?} behind an abandoned prompt evaluation of {full_evaluation:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_conversation_longer_than_the_context_is_cut_and_reported() {
     let s = TestServer::with_model();
     let filler = "The quick brown fox jumps over the lazy dog. ".repeat(20);
