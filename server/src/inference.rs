@@ -196,6 +196,8 @@ impl Inference {
 
     /// `/api/generate`.
     pub async fn generate(&self, request: &GenerateRequest) -> Result<Outcome, HerdError> {
+        // Ollama's total_duration counts from the request's arrival.
+        let started = Instant::now();
         reject_unsupported(
             request.format.as_ref(),
             request.images.as_deref(),
@@ -257,7 +259,6 @@ impl Inference {
         if request.debug_render_only && request.context.is_none() {
             return Ok(Outcome::Rendered(rendered));
         }
-        let started = Instant::now();
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let prompt = match &request.context {
             Some(context) if !context.is_empty() => {
@@ -284,6 +285,7 @@ impl Inference {
 
     /// `/api/chat`.
     pub async fn chat(&self, request: &ChatRequest) -> Result<Outcome, HerdError> {
+        let started = Instant::now();
         reject_unsupported(request.format.as_ref(), None, request.think.as_ref(), &request.model)?;
         if request
             .messages
@@ -336,7 +338,6 @@ impl Inference {
         if request.debug_render_only {
             return Ok(Outcome::Rendered(render(messages)?));
         }
-        let started = Instant::now();
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let budget = CompletionRequest::prompt_budget(prepared.options.num_ctx as usize, prepared.options.num_predict);
         let (prompt, dropped) = fit_messages(lease.client(), messages, budget, render).await?;

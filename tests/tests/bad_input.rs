@@ -52,6 +52,26 @@ fn malformed_json_missing_model_and_wrong_types_are_400() {
 }
 
 #[test]
+fn chunked_bodies_are_read_and_oversized_ones_refused() {
+    let s = server();
+    // No Content-Length: the body arrives chunked, as some clients send it.
+    let chunked = |bytes: Vec<u8>| reqwest::blocking::Body::new(std::io::Cursor::new(bytes));
+    let body = serde_json::to_vec(&json!({"model": MODEL})).unwrap();
+    let response = s.http.post(s.url("/api/show")).body(chunked(body)).send().unwrap();
+    assert_eq!(response.status(), 200);
+    let too_big = vec![b' '; 65 * 1024 * 1024];
+    let response = s.http.post(s.url("/api/show")).body(chunked(too_big)).send();
+    // The server may answer before the client has finished sending (then the send fails).
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().unwrap();
+        assert!(body["error"].as_str().unwrap().contains("larger than"), "{body}");
+    }
+    let (status, _) = s.post("/api/show", &json!({"model": MODEL}));
+    assert_eq!(status, 200, "the server keeps serving");
+}
+
+#[test]
 fn traversal_names_are_rejected_and_nothing_is_written() {
     let s = server();
     let outside = tempfile::tempdir().unwrap();

@@ -34,7 +34,8 @@ pub struct AppState {
 /// Every route of the API.
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || state.clone());
-    let json_body = warp::body::content_length_limit(MAX_JSON_BODY).and(warp::body::bytes());
+    // Chunked bodies are read too (Ollama accepts them); the cap holds either way.
+    let json_body = warp::body::stream().and_then(read_capped);
 
     let root = warp::path::end()
         .and(warp::get().or(warp::head()).unify())
@@ -118,22 +119,48 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
         .with(warp::trace::request())
 }
 
+/// Why a JSON body could not be read.
+#[derive(Debug)]
+enum BadBody {
+    /// Over [`MAX_JSON_BODY`].
+    TooLarge,
+    /// The connection failed while the body was arriving.
+    Unreadable(String),
+}
+
+impl warp::reject::Reject for BadBody {}
+
+/// Reads a request body into memory, refusing it as soon as it passes [`MAX_JSON_BODY`].
+async fn read_capped(
+    mut body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>> + Unpin,
+) -> Result<bytes::Bytes, Rejection> {
+    use bytes::BufMut;
+    use futures_util::StreamExt;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| warp::reject::custom(BadBody::Unreadable(e.to_string())))?;
+        if collected.len() + chunk.remaining() > MAX_JSON_BODY as usize {
+            return Err(warp::reject::custom(BadBody::TooLarge));
+        }
+        collected.put(chunk);
+    }
+    Ok(collected.freeze())
+}
+
 /// Turns warp's rejections into Ollama-style `{"error": ...}` answers.
 async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, message) = if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "404 page not found".to_string())
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed".to_string())
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {MAX_JSON_BODY} bytes"),
-        )
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        (
-            StatusCode::LENGTH_REQUIRED,
-            "a Content-Length header is required".to_string(),
-        )
+    } else if let Some(bad) = rejection.find::<BadBody>() {
+        match bad {
+            BadBody::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {MAX_JSON_BODY} bytes"),
+            ),
+            BadBody::Unreadable(e) => (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
+        }
     } else {
         (StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
