@@ -83,14 +83,20 @@ def run_peer(base: str, prompt: str) -> dict:
             "prompt_tokens": t["prompt_n"], "tokens": t["predicted_n"]}
 
 
-def measure(run, base: str, runs: int) -> dict:
-    results = {}
-    run(base, "Warm up.")
-    for label, text in (("short", "Why is the sky blue?"), ("long", LONG_TEXT)):
-        # A different first word each run: nothing is served from a prefix cache.
-        samples = [run(base, f"Run {i}. {text}") for i in range(runs)]
-        results[label] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-    return results
+def measure(targets: dict, runs: int) -> dict:
+    """Runs each prompt on every target in turn, run after run, so that a machine that gets
+    slower or faster during the benchmark shifts all targets alike. Returns medians."""
+    samples = {name: {"short": [], "long": []} for name in targets}
+    for run, base in targets.values():
+        run(base, "Warm up.")
+    for i in range(runs):
+        for label, text in (("short", "Why is the sky blue?"), ("long", LONG_TEXT)):
+            for name, (run, base) in targets.items():
+                # A different first word each run: nothing is served from a prefix cache.
+                samples[name][label].append(run(base, f"Run {i}. {text}"))
+    return {name: {label: {k: statistics.median(s[k] for s in runs_of) for k in runs_of[0]}
+                   for label, runs_of in by_label.items()}
+            for name, by_label in samples.items()}
 
 
 def main() -> None:
@@ -119,16 +125,13 @@ def main() -> None:
         shutil.copy(a.modelfile, os.path.join(work, "Modelfile"))
         subprocess.run([str(herd_bin / "herd"), "create", "bench", "-f", os.path.join(work, "Modelfile")],
                        env=env, check=True, stderr=subprocess.DEVNULL)
-        herd_results = measure(run_herd, base, a.runs)
-        herd.send_signal(signal.SIGTERM)
-        herd.wait(timeout=30)
-
         peer = subprocess.Popen([a.peer, "-m", a.model, "--host", "127.0.0.1", "--port", str(peer_port),
                                  "-t", str(THREADS), "-c", str(CTX), "--parallel", "1", "--cache-ram", "0"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         peer_base = f"http://127.0.0.1:{peer_port}"
         wait_http(peer_base + "/health")
-        peer_results = measure(run_peer, peer_base, a.runs)
+        results = measure({"herd": (run_herd, base), "peer": (run_peer, peer_base)}, a.runs)
+        herd_results, peer_results = results["herd"], results["peer"]
     finally:
         for proc in (herd, peer):
             if proc and proc.poll() is None:
@@ -148,8 +151,9 @@ def main() -> None:
 
 herd against llama.cpp's own `llama-server` (built by `shared/peer/build-llama-server.sh`), same
 machine, same run, same model (Gemma 3 270M Q4_K_M), {THREADS} threads, context {CTX}, one slot,
-greedy decoding of {PREDICT} tokens. Medians of {a.runs} runs; every run starts with a different word,
-so no prompt is served from a cache. Rates come from each server's own timings; time to
+greedy decoding of {PREDICT} tokens. Medians of {a.runs} runs, herd's and llama-server's taken in
+turn (both servers up, one busy at a time) so that drift in the machine's speed hits both
+alike; every run starts with a different word, so no prompt is served from a cache. Rates come from each server's own timings; time to
 first token is measured by the client over HTTP streaming. Ratio: herd / llama-server (for
 time to first token lower is better). Regenerate with `scripts/bench`.
 

@@ -74,6 +74,7 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
         .with_n_seq_max(parallel)
+        .with_swa_full(false)
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads);
     let mut ctx = match model.new_context(&backend, ctx_params) {
@@ -99,6 +100,16 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
     }
     let mut engine = Engine::new(&model, ctx, context_length, parallel, config.batch_size, events);
     engine.serve(&commands);
+}
+
+/// The model's attention window (`<arch>.attention.sliding_window`), 0 when it has none.
+fn sliding_window(model: &LlamaModel) -> u32 {
+    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    model
+        .meta_val_str(&format!("{architecture}.attention.sliding_window"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn load_failed(events: &Events, error: String) {
@@ -142,6 +153,8 @@ struct Engine<'m> {
     batch: LlamaBatch<'static>,
     batch_size: usize,
     context_length: u32,
+    /// Positions a sliding-window layer attends to (0: none); its cache keeps only these.
+    sliding_window: u32,
     events: Events,
     piece_buf: Vec<u8>,
 }
@@ -170,6 +183,7 @@ impl<'m> Engine<'m> {
             batch: LlamaBatch::new(batch_size as usize, parallel as i32),
             batch_size: batch_size as usize,
             context_length,
+            sliding_window: sliding_window(model),
             events,
             piece_buf: Vec::with_capacity(32),
         }
@@ -274,8 +288,17 @@ impl<'m> Engine<'m> {
                 .max_by_key(|&(_, common)| common)
                 .unwrap_or((0, 0));
             // At least the last prompt token is evaluated again: its logits give the first token.
-            let reuse = common.min(prompt.len() - 1);
+            let mut reuse = common.min(prompt.len() - 1);
             let slot = &mut self.slots[index];
+            // A sliding-window cache (llama-server's default, and faster than a full one) has
+            // dropped positions older than the window: a prefix is reusable only while the
+            // window before its end is still cached, as llama-server checks.
+            if self.sliding_window > 0 && reuse > 0 {
+                let oldest_cached = self.ctx.kv_cache_seq_pos_min(slot.seq);
+                if oldest_cached > (reuse as i32 - self.sliding_window as i32).max(0) {
+                    reuse = 0;
+                }
+            }
             let reused = match self.ctx.kv_cache_seq_rm(slot.seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
                 Err(_) => {

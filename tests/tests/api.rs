@@ -110,6 +110,42 @@ fn chat_streamed_and_not_agree_on_the_answer() {
 }
 
 #[test]
+fn a_cached_prefix_longer_than_the_sliding_window_gives_the_same_answer() {
+    // Gemma 3 attends over a 512-token window in most layers, and the runner keeps only that
+    // window in those layers' cache: reusing a long cached prefix must not change the answer.
+    let s = server();
+    let prompt = format!(
+        "Notes. {}",
+        "A river runs from the mountains down to the sea. ".repeat(110)
+    );
+    let body = |prompt: &str| {
+        generate_body(
+            prompt,
+            json!({"raw": true, "stream": false, "options": {"num_predict": 16}}),
+        )
+    };
+    let (_, cold) = s.post("/api/generate", &body(&prompt));
+    assert!(cold["prompt_eval_count"].as_u64().unwrap() > 1000, "{cold}");
+    let (_, again) = s.post("/api/generate", &body(&prompt));
+    assert_eq!(cold["response"], again["response"]);
+    // A prompt that shares only the start of the cached one: the window before the shared
+    // part has left the sliding-window cache, so it must be evaluated again, not reused.
+    let sentence = "A river runs from the mountains down to the sea. ";
+    let next = format!(
+        "Notes. {}{}",
+        sentence.repeat(25),
+        "Then a cat sat by the fire and slept. ".repeat(20)
+    );
+    let (_, warm) = s.post("/api/generate", &body(&next));
+    s.post("/api/generate", &body("Something else entirely, to evict the prefix."));
+    let (_, fresh) = s.post("/api/generate", &body(&next));
+    assert_eq!(
+        warm["response"], fresh["response"],
+        "a reused prefix changed the answer"
+    );
+}
+
+#[test]
 fn temperature_and_seed_make_output_reproducible() {
     let s = server();
     let body = generate_body(
