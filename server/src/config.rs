@@ -14,6 +14,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HERD_KEEP_ALIVE", "how long an idle model stays loaded (default 5m)"),
     ("HERD_CONTEXT_LENGTH", "default context length in tokens (default 4096)"),
     ("HERD_NUM_PARALLEL", "requests each model decodes together (default 1)"),
+    (
+        "HERD_MAX_QUEUE",
+        "requests that may wait for a slot before the rest get 503 (default 512)",
+    ),
     ("HERD_LOAD_TIMEOUT", "longest a model load may take (default 5m)"),
     ("HERD_RUNNER", "path of the herd-runner binary (default: next to herd)"),
     (
@@ -39,6 +43,8 @@ pub struct Config {
     pub context_length: u32,
     /// Slots per runner.
     pub num_parallel: u32,
+    /// Requests that may wait for a slot; beyond them, 503.
+    pub max_queue: u32,
     /// Longest a model load may take.
     pub load_timeout: Duration,
     /// The runner binary.
@@ -119,6 +125,7 @@ impl Config {
             keep_alive,
             context_length: number("CONTEXT_LENGTH", 4096)?.max(4),
             num_parallel: number("NUM_PARALLEL", 1)?.max(1),
+            max_queue: number("MAX_QUEUE", 512)?,
             load_timeout,
             runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),
             allow_local_paths: env_var("ALLOW_LOCAL_PATHS").is_some_and(|v| truthy(&v)),

@@ -21,6 +21,9 @@ pub enum HerdError {
     /// Something went wrong on the server's side.
     #[error("{0}")]
     Internal(String),
+    /// Every slot is busy and the queue is full (Ollama's text, two spaces included).
+    #[error("server busy, please try again.  maximum pending requests exceeded")]
+    Busy,
 }
 
 impl HerdError {
@@ -33,6 +36,7 @@ impl HerdError {
             Self::BadRequest(_) | Self::InvalidModelFile(_) => 400,
             Self::Runner(RunnerError::LoadFailed(_)) => 500,
             Self::Runner(_) | Self::Internal(_) => 500,
+            Self::Busy => 503,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ pub struct Generation {
     completion: Completion,
     /// Keeps the runner loaded while the stream lives.
     _lease: Lease,
+    /// Counts this request in flight while the stream lives.
+    _admission: Admission,
     started: Instant,
     load_duration: Duration,
     /// Prompt tokens dropped by the server (whole messages) before the runner cut more.
@@ -102,6 +105,25 @@ pub struct Inference {
     scheduler: Scheduler,
     /// GGUF chat templates by weights path, read once.
     gguf_templates: Mutex<HashMap<PathBuf, Option<String>>>,
+    /// Generate and chat requests being served: running or waiting for a slot.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// What a request holds once its runner is ready.
+struct Serving {
+    admission: Admission,
+    lease: Lease,
+    started: Instant,
+    load_duration: Duration,
+}
+
+/// One admitted request; it leaves the count of requests in flight when dropped.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What both endpoints share after validation.
@@ -120,6 +142,19 @@ impl Inference {
             store,
             scheduler,
             gguf_templates: Mutex::default(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Admits a request unless `num_parallel` run and `max_queue` already wait: Ollama's 503.
+    fn admit(&self) -> Result<Admission, HerdError> {
+        let limit = (self.config.num_parallel + self.config.max_queue) as usize;
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
+        match admitted {
+            Ok(_) => Ok(Admission(self.in_flight.clone())),
+            Err(_) => Err(HerdError::Busy),
         }
     }
 
@@ -198,6 +233,7 @@ impl Inference {
     pub async fn generate(&self, request: &GenerateRequest) -> Result<Outcome, HerdError> {
         // Ollama's total_duration counts from the request's arrival.
         let started = Instant::now();
+        let admission = self.admit()?;
         reject_unsupported(
             request.format.as_ref(),
             request.images.as_deref(),
@@ -272,20 +308,19 @@ impl Inference {
             return Ok(Outcome::Rendered(prompt));
         }
         let return_tokens = !request.raw;
-        self.start(
-            prepared.options,
+        let serving = Serving {
+            admission,
             lease,
-            prompt,
             started,
             load_duration,
-            0,
-            return_tokens,
-        )
+        };
+        self.start(prepared.options, serving, prompt, 0, return_tokens)
     }
 
     /// `/api/chat`.
     pub async fn chat(&self, request: &ChatRequest) -> Result<Outcome, HerdError> {
         let started = Instant::now();
+        let admission = self.admit()?;
         reject_unsupported(request.format.as_ref(), None, request.think.as_ref(), &request.model)?;
         if request
             .messages
@@ -341,20 +376,29 @@ impl Inference {
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let budget = CompletionRequest::prompt_budget(prepared.options.num_ctx as usize, prepared.options.num_predict);
         let (prompt, dropped) = fit_messages(lease.client(), messages, budget, render).await?;
-        self.start(prepared.options, lease, prompt, started, load_duration, dropped, false)
+        let serving = Serving {
+            admission,
+            lease,
+            started,
+            load_duration,
+        };
+        self.start(prepared.options, serving, prompt, dropped, false)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         options: ResolvedOptions,
-        lease: Lease,
+        serving: Serving,
         prompt: String,
-        started: Instant,
-        load_duration: Duration,
         truncated_messages_tokens: u32,
         return_tokens: bool,
     ) -> Result<Outcome, HerdError> {
+        let Serving {
+            admission,
+            lease,
+            started,
+            load_duration,
+        } = serving;
         let completion = lease.client().complete(CompletionRequest {
             id: 0,
             prompt,
@@ -367,6 +411,7 @@ impl Inference {
         Ok(Outcome::Streaming(Generation {
             completion,
             _lease: lease,
+            _admission: admission,
             started,
             load_duration,
             truncated_messages_tokens,
