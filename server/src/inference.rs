@@ -471,16 +471,19 @@ async fn fit_messages(
         return Ok((full, 0));
     }
     let last = messages.len() - 1;
-    let mut keep_from = last;
-    let mut best = None;
-    for start in (0..last).rev() {
-        let candidate: Vec<Message> = messages[..start]
+    // The messages from `start` on, and every system message before it.
+    let keeping = |start: usize| -> Vec<Message> {
+        messages[..start]
             .iter()
             .filter(|m| m.role == "system")
             .chain(&messages[start..])
             .cloned()
-            .collect();
-        let text = render(candidate)?;
+            .collect()
+    };
+    let mut keep_from = last;
+    let mut best = None;
+    for start in (0..last).rev() {
+        let text = render(keeping(start))?;
         let tokens = client.tokenize(&text).await?.len();
         if tokens > budget {
             break;
@@ -491,13 +494,7 @@ async fn fit_messages(
     let (prompt, tokens) = match best {
         Some(found) => found,
         None => {
-            let candidate: Vec<Message> = messages[..last]
-                .iter()
-                .filter(|m| m.role == "system")
-                .chain(&messages[last..])
-                .cloned()
-                .collect();
-            let text = render(candidate)?;
+            let text = render(keeping(last))?;
             let tokens = client.tokenize(&text).await?.len();
             (text, tokens)
         }
