@@ -222,7 +222,7 @@ impl Inference {
     /// Loads or unloads for an empty prompt.
     async fn load_only(&self, prepared: &Prepared) -> Result<Outcome, HerdError> {
         if prepared.load.keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
-            self.scheduler.unload(&prepared.load.spec.model_path).await;
+            self.scheduler.unload(&prepared.load.spec.weights()).await;
             return Ok(Outcome::Unloaded);
         }
         let (_lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::keep_alive::KeepAlive;
-use crate::supervisor::{LoadSpec, RunnerClient, RunnerError};
+use crate::supervisor::{LoadSpec, RunnerClient, RunnerError, WeightsKey};
 
 /// How long a runner gets to exit on its own when unloaded.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -63,8 +63,8 @@ struct Inner {
     default_keep_alive: KeepAlive,
     runner_path: PathBuf,
     load_timeout: Duration,
-    /// Loaded runners by model path.
-    loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
+    /// Loaded runners by the weights they serve.
+    loaded: Mutex<HashMap<WeightsKey, Arc<Loaded>>>,
     /// Held while a model loads: one load at a time.
     loading: tokio::sync::Mutex<()>,
 }
@@ -146,7 +146,7 @@ impl Scheduler {
             .loaded
             .lock()
             .ok()
-            .and_then(|mut l| l.remove(&request.spec.model_path));
+            .and_then(|mut l| l.remove(&request.spec.weights()));
         if let Some(previous) = previous {
             let idle = previous.state.lock().map(|mut s| {
                 s.retired = true;
@@ -171,7 +171,7 @@ impl Scheduler {
             }),
         });
         if let Ok(mut all) = self.inner.loaded.lock() {
-            all.insert(request.spec.model_path.clone(), loaded.clone());
+            all.insert(request.spec.weights(), loaded.clone());
         }
         let lease = Lease {
             loaded,
@@ -182,10 +182,10 @@ impl Scheduler {
 
     fn try_reuse(&self, request: &LoadRequest) -> Option<Lease> {
         let mut all = self.inner.loaded.lock().ok()?;
-        let loaded = all.get(&request.spec.model_path)?.clone();
+        let loaded = all.get(&request.spec.weights())?.clone();
         if !loaded.client.is_alive() {
             tracing::warn!(model = %loaded.name, "runner is gone; starting a new one");
-            all.remove(&request.spec.model_path);
+            all.remove(&request.spec.weights());
             return None;
         }
         if loaded.client.spec != request.spec {
@@ -204,15 +204,10 @@ impl Scheduler {
         })
     }
 
-    /// Unloads the model at `model_path` now (after its in-flight requests if any); false when
+    /// Unloads the runner of `weights` now (after its in-flight requests if any); false when
     /// it was not loaded.
-    pub async fn unload(&self, model_path: &std::path::Path) -> bool {
-        let loaded = self
-            .inner
-            .loaded
-            .lock()
-            .ok()
-            .and_then(|all| all.get(model_path).cloned());
+    pub async fn unload(&self, weights: &WeightsKey) -> bool {
+        let loaded = self.inner.loaded.lock().ok().and_then(|all| all.get(weights).cloned());
         let Some(loaded) = loaded else { return false };
         let idle = loaded.state.lock().map(|mut s| {
             s.keep_alive = KeepAlive::For(Duration::ZERO);
@@ -280,10 +275,10 @@ impl Inner {
     async fn unload(&self, loaded: &Arc<Loaded>) {
         if let Ok(mut all) = self.loaded.lock() {
             if all
-                .get(&loaded.client.spec.model_path)
+                .get(&loaded.client.spec.weights())
                 .is_some_and(|l| Arc::ptr_eq(l, loaded))
             {
-                all.remove(&loaded.client.spec.model_path);
+                all.remove(&loaded.client.spec.weights());
             }
         }
         tracing::info!(model = %loaded.name, "unloading model");

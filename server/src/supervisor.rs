@@ -41,6 +41,17 @@ pub struct LoadSpec {
     pub gpu_layers: u32,
 }
 
+/// The weights a runner serves: the model and its adapter. One runner per key; a request
+/// with other load options for the same key replaces it.
+pub type WeightsKey = (PathBuf, Option<PathBuf>);
+
+impl LoadSpec {
+    /// The weights this spec loads.
+    pub fn weights(&self) -> WeightsKey {
+        (self.model_path.clone(), self.adapter_path.clone())
+    }
+}
+
 /// Why a runner could not serve.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RunnerError {

@@ -72,6 +72,8 @@ fn an_adapter_is_stored_as_its_layer_and_changes_the_output() {
         base,
         "the base model must be untouched by the adapter"
     );
+    // The same weights with and without the adapter are two runners, not one reloaded in turn.
+    assert_eq!(s.runner_pids().len(), 2, "{}", s.log());
 }
 
 #[test]
