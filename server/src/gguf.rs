@@ -534,6 +534,38 @@ impl GgufInfo {
         self.arch_u64("embedding_length")
     }
 
+    /// How the model's KV cache grows, from its attention metadata; `None` when it lacks it.
+    pub fn kv_layout(&self) -> Option<KvLayout> {
+        let layers = self.arch_u64("block_count")?;
+        let heads = self.arch_u64("attention.head_count")?.max(1);
+        // Per-layer head counts are arrays (dropped at read time): assume as many as heads.
+        let kv_heads = self.arch_u64("attention.head_count_kv").unwrap_or(heads);
+        let head_size = self.embedding_length()? / heads;
+        let key_length = self.arch_u64("attention.key_length").unwrap_or(head_size);
+        let value_length = self.arch_u64("attention.value_length").unwrap_or(head_size);
+        let sliding_window = self.arch_u64("attention.sliding_window").unwrap_or(0);
+        // llama.cpp's layer patterns: one full-attention layer in every `n`.
+        let full_every = match self.architecture()? {
+            "gemma3" => 6,
+            "gemma2" | "gpt-oss" => 2,
+            "cohere2" | "llama4" => 4,
+            _ => 1,
+        };
+        let sliding_layers = if sliding_window > 0 {
+            layers - layers / full_every
+        } else {
+            0
+        };
+        Some(KvLayout {
+            layers,
+            sliding_layers,
+            sliding_window,
+            // f16 keys and values.
+            bytes_per_position: kv_heads * (key_length + value_length) * 2,
+            training_context: self.context_length().unwrap_or(u64::MAX),
+        })
+    }
+
     fn arch_u64(&self, suffix: &str) -> Option<u64> {
         let arch = self.architecture()?;
         self.get(&format!("{arch}.{suffix}"))?.as_u64()
@@ -562,6 +594,35 @@ impl GgufInfo {
         // Ollama's decoder adds it to every model's info.
         out.insert("general.parameter_count".into(), self.parameter_count().into());
         out
+    }
+}
+
+/// What one cached position costs a model, layer by layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayout {
+    /// Transformer layers.
+    pub layers: u64,
+    /// Layers that attend over a sliding window only.
+    pub sliding_layers: u64,
+    /// Positions such a layer attends to.
+    pub sliding_window: u64,
+    /// Bytes one position takes in one layer's cache (keys and values).
+    pub bytes_per_position: u64,
+    /// The context the model was trained with (a longer one is clamped to it).
+    pub training_context: u64,
+}
+
+impl KvLayout {
+    /// Bytes of the cache for `parallel` sequences of `context` positions each, as llama.cpp
+    /// sizes it: a sliding layer keeps its window plus one `ubatch` per sequence.
+    pub fn cache_bytes(&self, context: u64, parallel: u64, ubatch: u64) -> u64 {
+        let context = context.min(self.training_context);
+        let sliding_context = context.min(self.sliding_window + ubatch);
+        let full_layers = self.layers - self.sliding_layers;
+        let positions = full_layers * context + self.sliding_layers * sliding_context;
+        positions
+            .saturating_mul(parallel)
+            .saturating_mul(self.bytes_per_position)
     }
 }
 
@@ -1506,6 +1567,18 @@ mod tests {
         assert_eq!(human_number(info.parameter_count()), "268.10M");
         assert!(info.context_length().is_some());
         assert!(info.embedding_length().is_some());
+        // 18 layers, one in six with full attention, one KV head of 256 + 256 in f16.
+        let kv = info.kv_layout().unwrap();
+        assert_eq!(
+            (kv.layers, kv.sliding_layers, kv.sliding_window, kv.bytes_per_position),
+            (18, 15, 512, 1024)
+        );
+        assert_eq!(kv.cache_bytes(4096, 1, 512), (3 * 4096 + 15 * 1024) * 1024);
+        assert_eq!(
+            kv.cache_bytes(1 << 30, 2, 512),
+            kv.cache_bytes(32768, 2, 512),
+            "clamped to training"
+        );
         eprintln!("chat template present: {}", info.chat_template().is_some());
         let verbose = read_gguf_path(
             path,

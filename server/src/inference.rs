@@ -103,8 +103,8 @@ pub struct Inference {
     config: Arc<Config>,
     store: Arc<Store>,
     scheduler: Scheduler,
-    /// GGUF chat templates by weights path, read once.
-    gguf_templates: Mutex<HashMap<PathBuf, Option<String>>>,
+    /// What the GGUF headers say, by weights path, read once.
+    gguf_facts: Mutex<HashMap<PathBuf, GgufFacts>>,
     /// Generate and chat requests being served: running or waiting for a slot.
     in_flight: Arc<AtomicUsize>,
 }
@@ -126,6 +126,15 @@ impl Drop for Admission {
     }
 }
 
+/// What a model's GGUF header tells inference.
+#[derive(Clone, Debug, Default)]
+struct GgufFacts {
+    /// `tokenizer.chat_template`, the fallback when there is no template layer.
+    chat_template: Option<String>,
+    /// How its KV cache grows, for the memory estimate.
+    kv_layout: Option<gguf::KvLayout>,
+}
+
 /// What both endpoints share after validation.
 struct Prepared {
     model: Model,
@@ -141,7 +150,7 @@ impl Inference {
             config,
             store,
             scheduler,
-            gguf_templates: Mutex::default(),
+            gguf_facts: Mutex::default(),
             in_flight: Arc::default(),
         }
     }
@@ -178,7 +187,7 @@ impl Inference {
         let template = match (template_override, &model.template) {
             (Some(text), _) if !text.is_empty() => ChatTemplate::go(text)?,
             (_, Some(text)) => ChatTemplate::go(text)?,
-            _ => match self.gguf_template(&model.model_path) {
+            _ => match self.gguf_facts(&model.model_path).chat_template {
                 Some(jinja) => ChatTemplate::Jinja(jinja),
                 None => ChatTemplate::go(PLAIN_TEMPLATE)?,
             },
@@ -197,6 +206,7 @@ impl Inference {
                 gpu_layers: options.num_gpu.max(0) as u32,
             },
             keep_alive,
+            estimated_bytes: self.estimated_bytes(&model, &options),
         };
         Ok(Prepared {
             model,
@@ -206,17 +216,32 @@ impl Inference {
         })
     }
 
-    fn gguf_template(&self, path: &std::path::Path) -> Option<String> {
-        let mut cache = self.gguf_templates.lock().ok()?;
-        cache
-            .entry(path.to_path_buf())
-            .or_insert_with(|| {
-                let options = gguf::ReadOptions { keep_arrays_up_to: 0 };
-                gguf::read_gguf_path(path, options)
-                    .ok()
-                    .and_then(|info| info.chat_template().map(String::from))
-            })
-            .clone()
+    /// Memory a runner of `model` with `options` takes: its files (mapped) and its KV cache.
+    fn estimated_bytes(&self, model: &Model, options: &ResolvedOptions) -> u64 {
+        let file_size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let files = file_size(&model.model_path) + model.adapter_path.as_deref().map_or(0, file_size);
+        let cache = self.gguf_facts(&model.model_path).kv_layout.map_or(0, |kv| {
+            kv.cache_bytes(
+                options.num_ctx.into(),
+                self.config.num_parallel.into(),
+                options.num_batch.into(),
+            )
+        });
+        files + cache
+    }
+
+    fn gguf_facts(&self, path: &std::path::Path) -> GgufFacts {
+        let read = || {
+            let info = gguf::read_gguf_path(path, gguf::ReadOptions { keep_arrays_up_to: 0 }).ok();
+            GgufFacts {
+                chat_template: info.as_ref().and_then(|i| i.chat_template().map(String::from)),
+                kv_layout: info.as_ref().and_then(gguf::GgufInfo::kv_layout),
+            }
+        };
+        match self.gguf_facts.lock() {
+            Ok(mut cache) => cache.entry(path.to_path_buf()).or_insert_with(read).clone(),
+            Err(_) => read(),
+        }
     }
 
     /// Loads or unloads for an empty prompt.

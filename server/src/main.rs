@@ -6,6 +6,7 @@ mod config;
 mod create;
 mod error;
 mod gguf;
+mod hardware;
 mod inference;
 mod keep_alive;
 mod model;
@@ -51,6 +52,7 @@ async fn serve() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| filter.into()))
         .init();
+    hardware::Hardware::detect();
     let store = Arc::new(Store::open(&config.models_dir).context("cannot open the models directory")?);
     store.remove_stale_temp_files();
     let scheduler = Scheduler::new(config.runner_path.clone(), config.keep_alive, config.load_timeout);

@@ -26,6 +26,8 @@ pub struct LoadRequest {
     pub spec: LoadSpec,
     /// The request's keep-alive; `None` keeps the current one (or the default on load).
     pub keep_alive: Option<KeepAlive>,
+    /// Memory the runner will take: weights, adapter and KV cache (0: unknown).
+    pub estimated_bytes: u64,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -156,7 +158,15 @@ impl Scheduler {
                 self.inner.unload(&previous).await;
             }
         }
-        tracing::info!(model = %request.name, spec = ?request.spec, "loading model");
+        // Refuse what cannot fit instead of letting the OS kill something.
+        let available = crate::hardware::available_memory();
+        if available > 0 && request.estimated_bytes > available {
+            return Err(RunnerError::DoesNotFit {
+                needed: request.estimated_bytes,
+                available,
+            });
+        }
+        tracing::info!(model = %request.name, spec = ?request.spec, estimated_bytes = request.estimated_bytes, "loading model");
         let client =
             RunnerClient::start(&self.inner.runner_path, request.spec.clone(), self.inner.load_timeout).await?;
         let loaded = Arc::new(Loaded {

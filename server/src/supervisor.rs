@@ -73,6 +73,18 @@ pub enum RunnerError {
     #[error("model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check herd server logs for details{}", last_words(.0))]
     Stopped(String),
     /// The runner said something that makes no sense.
+    #[error(
+        "model requires more system memory ({}) than is available ({})",
+        crate::hardware::human_bytes(*needed),
+        crate::hardware::human_bytes(*available)
+    )]
+    /// Loading would take more memory than the machine has free.
+    DoesNotFit {
+        /// Estimated bytes: weights, adapter and KV cache.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
     #[error("model runner protocol error: {0}")]
     Protocol(String),
 }
