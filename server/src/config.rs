@@ -15,6 +15,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HERD_CONTEXT_LENGTH", "default context length in tokens (default 4096)"),
     ("HERD_NUM_PARALLEL", "requests each model decodes together (default 1)"),
     (
+        "HERD_MAX_LOADED_MODELS",
+        "models loaded at once; the least recently used idle one makes room (default 3)",
+    ),
+    (
         "HERD_MAX_QUEUE",
         "requests that may wait for a slot before the rest get 503 (default 512)",
     ),
@@ -43,6 +47,8 @@ pub struct Config {
     pub context_length: u32,
     /// Slots per runner.
     pub num_parallel: u32,
+    /// Runners loaded at once.
+    pub max_loaded_models: u32,
     /// Requests that may wait for a slot; beyond them, 503.
     pub max_queue: u32,
     /// Longest a model load may take.
@@ -125,6 +131,7 @@ impl Config {
             keep_alive,
             context_length: number("CONTEXT_LENGTH", 4096)?.max(4),
             num_parallel: number("NUM_PARALLEL", 1)?.max(1),
+            max_loaded_models: number("MAX_LOADED_MODELS", 3)?.max(1),
             max_queue: number("MAX_QUEUE", 512)?,
             load_timeout,
             runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),

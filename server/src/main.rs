@@ -55,7 +55,7 @@ async fn serve() -> anyhow::Result<()> {
     hardware::Hardware::detect();
     let store = Arc::new(Store::open(&config.models_dir).context("cannot open the models directory")?);
     store.remove_stale_temp_files();
-    let scheduler = Scheduler::new(config.runner_path.clone(), config.keep_alive, config.load_timeout);
+    let scheduler = Scheduler::new(&config);
     let inference = Inference::new(config.clone(), store.clone(), scheduler.clone());
     let state = Arc::new(AppState {
         config: config.clone(),

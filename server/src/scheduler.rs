@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::Config;
 use crate::keep_alive::KeepAlive;
 use crate::supervisor::{LoadSpec, RunnerClient, RunnerError, WeightsKey};
 
@@ -48,12 +49,23 @@ pub struct LoadedInfo {
 struct Loaded {
     name: String,
     digest: String,
+    /// What the load was estimated to take; freed when it unloads.
+    estimated_bytes: u64,
     client: Arc<RunnerClient>,
     state: Mutex<LoadedState>,
 }
 
+impl Loaded {
+    /// When it last served, if it serves nothing now.
+    fn idle_since(&self) -> Option<Instant> {
+        self.state.lock().ok().filter(|s| s.active == 0).map(|s| s.last_used)
+    }
+}
+
 struct LoadedState {
     active: u32,
+    /// When a request last started or ended.
+    last_used: Instant,
     keep_alive: KeepAlive,
     /// Set when idle: when the model unloads.
     expires: Option<Instant>,
@@ -63,6 +75,7 @@ struct LoadedState {
 
 struct Inner {
     default_keep_alive: KeepAlive,
+    max_loaded: usize,
     runner_path: PathBuf,
     load_timeout: Duration,
     /// Loaded runners by the weights they serve.
@@ -97,6 +110,7 @@ impl Drop for Lease {
                 return;
             };
             state.active = state.active.saturating_sub(1);
+            state.last_used = Instant::now();
             if state.active > 0 {
                 return;
             }
@@ -118,12 +132,13 @@ impl Drop for Lease {
 }
 
 impl Scheduler {
-    /// A scheduler that starts `runner_path` for each model.
-    pub fn new(runner_path: PathBuf, default_keep_alive: KeepAlive, load_timeout: Duration) -> Self {
+    /// A scheduler that starts the configured runner for each model.
+    pub fn new(config: &Config) -> Self {
         let inner = Arc::new(Inner {
-            default_keep_alive,
-            runner_path,
-            load_timeout,
+            default_keep_alive: config.keep_alive,
+            max_loaded: config.max_loaded_models as usize,
+            runner_path: config.runner_path.clone(),
+            load_timeout: config.load_timeout,
             loaded: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
         });
@@ -158,23 +173,18 @@ impl Scheduler {
                 self.inner.unload(&previous).await;
             }
         }
-        // Refuse what cannot fit instead of letting the OS kill something.
-        let available = crate::hardware::available_memory();
-        if available > 0 && request.estimated_bytes > available {
-            return Err(RunnerError::DoesNotFit {
-                needed: request.estimated_bytes,
-                available,
-            });
-        }
+        self.make_room(request).await?;
         tracing::info!(model = %request.name, spec = ?request.spec, estimated_bytes = request.estimated_bytes, "loading model");
         let client =
             RunnerClient::start(&self.inner.runner_path, request.spec.clone(), self.inner.load_timeout).await?;
         let loaded = Arc::new(Loaded {
             name: request.name.clone(),
             digest: request.digest.clone(),
+            estimated_bytes: request.estimated_bytes,
             client,
             state: Mutex::new(LoadedState {
                 active: 1,
+                last_used: Instant::now(),
                 keep_alive: request.keep_alive.unwrap_or(self.inner.default_keep_alive),
                 expires: None,
                 retired: false,
@@ -190,6 +200,48 @@ impl Scheduler {
         Ok((lease, started.elapsed()))
     }
 
+    /// Unloads idle runners, least recently used first, until a new one is within
+    /// `HERD_MAX_LOADED_MODELS` and fits in the memory available; waits (up to the load
+    /// timeout) for a busy one to go idle. Refuses at once what would not fit in memory even
+    /// with every runner gone, instead of letting the OS kill something.
+    async fn make_room(&self, request: &LoadRequest) -> Result<(), RunnerError> {
+        let deadline = Instant::now() + self.inner.load_timeout;
+        loop {
+            let loaded: Vec<Arc<Loaded>> = self
+                .inner
+                .loaded
+                .lock()
+                .map(|all| all.values().filter(|l| l.client.is_alive()).cloned().collect())
+                .unwrap_or_default();
+            let available = crate::hardware::available_memory();
+            let short = available > 0 && request.estimated_bytes > available;
+            if loaded.len() < self.inner.max_loaded && !short {
+                return Ok(());
+            }
+            if short {
+                let freeable: u64 = loaded.iter().map(|l| l.estimated_bytes).sum();
+                if request.estimated_bytes > available + freeable {
+                    return Err(RunnerError::DoesNotFit {
+                        needed: request.estimated_bytes,
+                        available: available + freeable,
+                    });
+                }
+            }
+            let least_recent = loaded
+                .iter()
+                .filter_map(|l| l.idle_since().map(|at| (at, l)))
+                .min_by_key(|(at, _)| *at);
+            match least_recent {
+                Some((_, victim)) => {
+                    tracing::info!(model = %victim.name, for_model = %request.name, short_of_memory = short, "evicting idle model");
+                    self.inner.unload(victim).await;
+                }
+                None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                None => return Err(RunnerError::LoadTimeout(self.inner.load_timeout)),
+            }
+        }
+    }
+
     fn try_reuse(&self, request: &LoadRequest) -> Option<Lease> {
         let mut all = self.inner.loaded.lock().ok()?;
         let loaded = all.get(&request.spec.weights())?.clone();
@@ -203,6 +255,7 @@ impl Scheduler {
         }
         let mut state = loaded.state.lock().ok()?;
         state.active += 1;
+        state.last_used = Instant::now();
         state.expires = None;
         if let Some(keep_alive) = request.keep_alive {
             state.keep_alive = keep_alive;

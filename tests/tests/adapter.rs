@@ -107,3 +107,35 @@ fn adapters_that_do_not_fit_the_model_are_refused_at_create_time() {
     let (status, _) = s.post("/api/show", &json!({"model": "wrong-arch"}));
     assert_eq!(status, 404, "a refused create must write no manifest");
 }
+
+#[test]
+fn with_one_model_allowed_the_least_recently_used_idle_one_makes_room() {
+    let s = TestServer::start_with(&[("HERD_MAX_LOADED_MODELS", "1")]);
+    s.import_model(MODEL);
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("lora.gguf");
+    write_lora_adapter(&adapter, "gemma3", &gemma_attention_outputs(), 4, 0.2);
+    let out = create(
+        &s,
+        "gemma-lora",
+        &format!("FROM {MODEL}\nADAPTER ./lora.gguf\n"),
+        &adapter,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    answer(&s, MODEL);
+    let first = s.runner_pids();
+    answer(&s, "gemma-lora");
+    let (_, ps) = s.get("/api/ps");
+    let names: Vec<&str> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gemma-lora:latest"], "{ps}");
+    let second = s.runner_pids();
+    assert_eq!(second.len(), 1, "{}", s.log());
+    assert_ne!(first, second, "the base model's runner was evicted for the adapter's");
+    assert!(s.log().contains("evicting idle model"), "{}", s.log());
+}
