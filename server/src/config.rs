@@ -23,6 +23,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "requests that may wait for a slot before the rest get 503 (default 512)",
     ),
     ("HERD_LOAD_TIMEOUT", "longest a model load may take (default 5m)"),
+    (
+        "HERD_HEALTH_TIMEOUT",
+        "how long a runner may leave a health check unanswered before it is killed (default 2m)",
+    ),
     ("HERD_RUNNER", "path of the herd-runner binary (default: next to herd)"),
     (
         "HERD_ALLOW_LOCAL_PATHS",
@@ -53,6 +57,8 @@ pub struct Config {
     pub max_queue: u32,
     /// Longest a model load may take.
     pub load_timeout: Duration,
+    /// Longest a runner may leave a health check unanswered.
+    pub health_timeout: Duration,
     /// The runner binary.
     pub runner_path: PathBuf,
     /// Whether `/api/create` may read server-side paths.
@@ -111,20 +117,18 @@ impl Config {
                 None => Ok(default),
             }
         };
-        let load_timeout = match env_var("LOAD_TIMEOUT") {
-            Some(value) => match KeepAlive::parse_env(&value) {
-                Ok(KeepAlive::For(d)) if !d.is_zero() => d,
-                Ok(_) => Duration::from_secs(u64::MAX / 4),
-                Err(reason) => {
-                    return Err(ConfigError {
-                        name: "HERD_LOAD_TIMEOUT",
-                        value,
-                        reason,
-                    })
-                }
-            },
-            None => Duration::from_secs(300),
+        // A Go duration or seconds; 0 or negative means no limit.
+        let duration = |suffix: &str, name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match env_var(suffix) {
+                Some(value) => match KeepAlive::parse_env(&value) {
+                    Ok(KeepAlive::For(d)) if !d.is_zero() => Ok(d),
+                    Ok(_) => Ok(Duration::from_secs(u64::MAX / 4)),
+                    Err(reason) => Err(ConfigError { name, value, reason }),
+                },
+                None => Ok(default),
+            }
         };
+        let load_timeout = duration("LOAD_TIMEOUT", "HERD_LOAD_TIMEOUT", Duration::from_secs(300))?;
         Ok(Self {
             host,
             models_dir,
@@ -134,6 +138,7 @@ impl Config {
             max_loaded_models: number("MAX_LOADED_MODELS", 3)?.max(1),
             max_queue: number("MAX_QUEUE", 512)?,
             load_timeout,
+            health_timeout: duration("HEALTH_TIMEOUT", "HERD_HEALTH_TIMEOUT", Duration::from_secs(120))?,
             runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),
             allow_local_paths: env_var("ALLOW_LOCAL_PATHS").is_some_and(|v| truthy(&v)),
             debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),

@@ -76,6 +76,7 @@ struct LoadedState {
 struct Inner {
     default_keep_alive: KeepAlive,
     max_loaded: usize,
+    health_timeout: Duration,
     runner_path: PathBuf,
     load_timeout: Duration,
     /// Loaded runners by the weights they serve.
@@ -137,6 +138,7 @@ impl Scheduler {
         let inner = Arc::new(Inner {
             default_keep_alive: config.keep_alive,
             max_loaded: config.max_loaded_models as usize,
+            health_timeout: config.health_timeout,
             runner_path: config.runner_path.clone(),
             load_timeout: config.load_timeout,
             loaded: Mutex::default(),
@@ -175,8 +177,13 @@ impl Scheduler {
         }
         self.make_room(request).await?;
         tracing::info!(model = %request.name, spec = ?request.spec, estimated_bytes = request.estimated_bytes, "loading model");
-        let client =
-            RunnerClient::start(&self.inner.runner_path, request.spec.clone(), self.inner.load_timeout).await?;
+        let client = RunnerClient::start(
+            &self.inner.runner_path,
+            request.spec.clone(),
+            self.inner.load_timeout,
+            self.inner.health_timeout,
+        )
+        .await?;
         let loaded = Arc::new(Loaded {
             name: request.name.clone(),
             digest: request.digest.clone(),

@@ -135,6 +135,7 @@ impl RunnerClient {
         runner_path: &std::path::Path,
         spec: LoadSpec,
         load_timeout: Duration,
+        health_timeout: Duration,
     ) -> Result<Arc<Self>, RunnerError> {
         // A private (0700) directory: no other local user can connect to the runner.
         let socket_dir = tempfile::Builder::new()
@@ -287,7 +288,7 @@ impl RunnerClient {
             });
         }
         tracing::info!(pid, model = %spec.model_path.display(), ?facts, "runner ready");
-        Ok(Arc::new(Self {
+        let client = Arc::new(Self {
             spec,
             facts,
             pid,
@@ -298,7 +299,9 @@ impl RunnerClient {
             exited,
             stderr_tail,
             _socket_dir: socket_dir,
-        }))
+        });
+        tokio::spawn(watch_health(Arc::downgrade(&client), health_timeout));
+        Ok(client)
     }
 
     /// Whether the runner process and its connection are still up.
@@ -392,6 +395,34 @@ impl RunnerClient {
 impl Drop for RunnerClient {
     fn drop(&mut self) {
         kill(self.pid, &self.exited);
+    }
+}
+
+/// Asks the runner's engine loop, every quarter of `timeout`, whether it still answers; one
+/// that does not answer within `timeout` (hung, or stopped) is killed, so its requests fail
+/// with an error instead of waiting forever and the next request starts a fresh runner.
+async fn watch_health(client: std::sync::Weak<RunnerClient>, timeout: Duration) {
+    let interval = (timeout / 4).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(client) = client.upgrade() else { return };
+        if !client.is_alive() {
+            return;
+        }
+        let answer = tokio::time::timeout(timeout, client.ask(|id| ServerMessage::Health { id })).await;
+        if answer.is_err() {
+            tracing::error!(
+                pid = client.pid,
+                ?timeout,
+                "runner did not answer a health check; killing it"
+            );
+            if let Ok(mut tail) = client.stderr_tail.lock() {
+                *tail = format!("it did not answer a health check within {timeout:?} and was killed");
+            }
+            client.alive.store(false, Ordering::SeqCst);
+            kill(client.pid, &client.exited);
+            return;
+        }
     }
 }
 

@@ -240,3 +240,50 @@ fn sigkill_of_the_server_leaves_no_runner() {
         process_name(runners[0]).is_none() || is_zombie(runners[0])
     });
 }
+
+#[test]
+fn a_hung_runner_is_detected_by_its_health_check_and_replaced() {
+    let s = TestServer::start_with(&[("HERD_HEALTH_TIMEOUT", "2s")]);
+    s.import_model(MODEL);
+    let mut reader = s.open_stream(
+        "/api/generate",
+        &generate_body("Tell me a long story.", json!({"options": {"num_predict": 2000}})),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    // A stopped process stays alive but answers nothing: a hang, as the server sees it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runners[0] as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let last: Value = reader
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .last()
+        .expect("a last line");
+    let error = last["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error line, got {last}"));
+    assert!(error.contains("health check"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?} to notice",
+        started.elapsed()
+    );
+    s.wait_for(
+        "the hung runner to be killed and reaped",
+        Duration::from_secs(5),
+        || !is_zombie(runners[0]) && process_name(runners[0]).is_none(),
+    );
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 4}})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
