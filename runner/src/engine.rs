@@ -2,7 +2,9 @@
 //! decode loop. Several requests share each `decode` call (continuous batching): every
 //! generating slot adds its next token, and slots still reading their prompt fill the rest
 //! of the batch with prompt chunks. Each slot remembers the tokens in its KV cache, so a
-//! request that repeats a prefix (the next turn of a chat) skips evaluating it again.
+//! request that repeats a prefix (the next turn of a chat) skips evaluating it again, and a
+//! prefix cached in another slot (a system prompt shared by many conversations) is copied
+//! from there instead of being evaluated again.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -17,7 +19,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
@@ -41,9 +43,19 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Layers to offload to a GPU.
     pub gpu_layers: u32,
+    /// The GPU that takes them.
+    pub main_gpu: u32,
     /// A LoRA adapter GGUF to apply at full scale.
     pub lora_path: Option<PathBuf>,
 }
+
+/// Most prompt tokens one decode call takes while other slots are generating: a long prompt
+/// is read in these steps so that every generating stream still gets a token per step.
+const PREFILL_CHUNK_WHILE_DECODING: usize = 128;
+
+/// A prefix in another slot is copied only when it saves at least this many tokens: the
+/// copy moves the whole sequence, so tiny savings are not worth it.
+const MIN_COPIED_PREFIX: usize = 32;
 
 /// Sends runner messages to the connection writer.
 type Events = UnboundedSender<RunnerMessage>;
@@ -55,7 +67,23 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
         Ok(backend) => backend,
         Err(e) => return load_failed(&events, format!("llama.cpp backend init failed: {e}")),
     };
-    let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+    // A runner built without a GPU backend, or on a machine without the driver, runs on the CPU.
+    let gpu_layers = if config.gpu_layers > 0 && !backend.supports_gpu_offload() {
+        tracing::warn!(
+            requested = config.gpu_layers,
+            "no GPU backend available (built without `cuda`, or no driver); running on the CPU"
+        );
+        0
+    } else {
+        config.gpu_layers
+    };
+    let mut model_params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+    if gpu_layers > 0 {
+        // One GPU, the one the server chose (llama.cpp refuses a main GPU it does not have).
+        model_params = model_params
+            .with_main_gpu(config.main_gpu as i32)
+            .with_split_mode(LlamaSplitMode::None);
+    }
     let mut model = match LlamaModel::load_from_file(&backend, &config.model_path, &model_params) {
         Ok(model) => model,
         Err(e) => return load_failed(&events, format!("unable to load model: {e}")),
@@ -91,7 +119,7 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
         training_context_length: model.n_ctx_train(),
         parallel,
         model_bytes: model.size(),
-        gpu_layers: config.gpu_layers.min(model.n_layer() + 1),
+        gpu_layers: gpu_layers.min(model.n_layer() + 1),
         load_seconds: started.elapsed().as_secs_f64(),
     };
     tracing::info!(?facts, "model loaded");
@@ -143,6 +171,8 @@ struct Slot {
     /// Tokens whose keys and values are in this sequence, in order.
     cached: Vec<LlamaToken>,
     active: Option<Active>,
+    /// When a request last took this slot: new prompts go to the least recently used one.
+    last_used: Instant,
 }
 
 struct Engine<'m> {
@@ -173,6 +203,7 @@ impl<'m> Engine<'m> {
                 seq,
                 cached: Vec::new(),
                 active: None,
+                last_used: Instant::now(),
             })
             .collect();
         Self {
@@ -264,8 +295,7 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Binds waiting requests to free slots, preferring the slot that already holds the
-    /// longest prefix of the prompt.
+    /// Binds waiting requests to free slots (see [`Engine::place`]).
     fn assign_waiting(&mut self) {
         while self.slots.iter().any(|s| s.active.is_none()) {
             let Some(request) = self.waiting.pop_front() else {
@@ -279,34 +309,9 @@ impl<'m> Engine<'m> {
                 });
                 continue;
             }
-            let (index, common) = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .map(|(i, s)| (i, common_prefix(&s.cached, &prompt)))
-                .max_by_key(|&(_, common)| common)
-                .unwrap_or((0, 0));
-            // At least the last prompt token is evaluated again: its logits give the first token.
-            let mut reuse = common.min(prompt.len() - 1);
+            let (index, reused) = self.place(&prompt);
             let slot = &mut self.slots[index];
-            // A sliding-window cache (llama-server's default, and faster than a full one) has
-            // dropped positions older than the window: a prefix is reusable only while the
-            // window before its end is still cached, as llama-server checks.
-            if self.sliding_window > 0 && reuse > 0 {
-                let oldest_cached = self.ctx.kv_cache_seq_pos_min(slot.seq);
-                if oldest_cached > (reuse as i32 - self.sliding_window as i32).max(0) {
-                    reuse = 0;
-                }
-            }
-            let reused = match self.ctx.kv_cache_seq_rm(slot.seq, Some(reuse as u32), None) {
-                Ok(()) => reuse,
-                Err(_) => {
-                    let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-                    0
-                }
-            };
-            slot.cached.truncate(reused);
+            slot.last_used = Instant::now();
             let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
             sampler.accept_many(prompt.iter());
             slot.active = Some(Active {
@@ -325,6 +330,90 @@ impl<'m> Engine<'m> {
                 first_token_at: None,
             });
         }
+    }
+
+    /// Picks a free slot for `prompt` and prepares its cache; returns the slot and how many
+    /// prompt tokens its cache now holds. The free slot with the longest reusable prefix wins
+    /// (the least recently used one when none has any). A longer prefix in another slot, busy
+    /// or not, is copied into it. A free slot that would lose a conversation's tail to serve
+    /// only the start of this prompt (a shared system prompt) keeps it: its prefix is copied
+    /// to the least recently used free slot instead.
+    fn place(&mut self, prompt: &[LlamaToken]) -> (usize, usize) {
+        // At least the last prompt token is evaluated again: its logits give the first token.
+        let reuse: Vec<usize> = self
+            .slots
+            .iter()
+            .map(|slot| self.reusable_prefix(slot, prompt).min(prompt.len() - 1))
+            .collect();
+        let free = || (0..self.slots.len()).filter(|&i| self.slots[i].active.is_none());
+        let Some(best_free) = free().max_by_key(|&i| (reuse[i], std::cmp::Reverse(self.slots[i].last_used))) else {
+            return (0, 0);
+        };
+        let least_recent_other = free()
+            .filter(|&i| i != best_free)
+            .min_by_key(|&i| self.slots[i].last_used);
+        let donor = (0..self.slots.len())
+            .filter(|&i| i != best_free)
+            .max_by_key(|&i| reuse[i])
+            .filter(|&i| reuse[i] >= reuse[best_free] + MIN_COPIED_PREFIX);
+        let keeps_a_tail = self.slots[best_free].cached.len() >= reuse[best_free] + MIN_COPIED_PREFIX;
+        match (donor, least_recent_other) {
+            (Some(donor), _) => (best_free, self.copy_prefix(donor, best_free, reuse[donor])),
+            (None, Some(spare)) if keeps_a_tail && reuse[best_free] >= MIN_COPIED_PREFIX => {
+                (spare, self.copy_prefix(best_free, spare, reuse[best_free]))
+            }
+            (None, _) => (best_free, self.keep_prefix(best_free, reuse[best_free])),
+        }
+    }
+
+    /// How many leading tokens of `prompt` the slot's cache can serve. A sliding-window cache
+    /// (llama-server's default, and faster than a full one) has dropped positions older than
+    /// the window: a prefix is reusable only while the window before its end is still cached,
+    /// as llama-server checks.
+    fn reusable_prefix(&self, slot: &Slot, prompt: &[LlamaToken]) -> usize {
+        let common = common_prefix(&slot.cached, prompt);
+        if self.sliding_window > 0 && common > 0 {
+            let oldest_cached = self.ctx.kv_cache_seq_pos_min(slot.seq);
+            if oldest_cached > (common as i32 - self.sliding_window as i32).max(0) {
+                return 0;
+            }
+        }
+        common
+    }
+
+    /// Drops what the slot caches beyond its first `keep` tokens; returns how many it keeps.
+    fn keep_prefix(&mut self, index: usize, keep: usize) -> usize {
+        let slot = &mut self.slots[index];
+        let kept = match self.ctx.kv_cache_seq_rm(slot.seq, Some(keep as u32), None) {
+            Ok(()) => keep,
+            Err(_) => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                0
+            }
+        };
+        slot.cached.truncate(kept);
+        kept
+    }
+
+    /// Replaces slot `to`'s cache with the first `count` tokens of slot `from`'s; returns how
+    /// many tokens `to` now holds. llama.cpp copies between per-sequence caches whole, before
+    /// the next decode; the copied tokens beyond `count` are dropped at once.
+    fn copy_prefix(&mut self, from: usize, to: usize, count: usize) -> usize {
+        let (source, target) = (self.slots[from].seq, self.slots[to].seq);
+        let _ = self.ctx.clear_kv_cache_seq(Some(target as u32), None, None);
+        if self.ctx.kv_cache_seq_cp(source, target, None, None).is_err() {
+            self.slots[to].cached.clear();
+            return 0;
+        }
+        self.slots[to].cached = self.slots[from].cached.clone();
+        let kept = self.keep_prefix(to, count);
+        tracing::info!(
+            from = source,
+            to = target,
+            tokens = kept,
+            "copied a cached prompt prefix between slots"
+        );
+        kept
     }
 
     /// Tokenizes a prompt and, when it does not fit the context, keeps its first `num_keep`
@@ -368,6 +457,11 @@ impl<'m> Engine<'m> {
                 slot.cached.push(token);
                 budget -= 1;
             }
+        }
+        // While streams are generating, a long prompt is read in small steps so that it never
+        // stalls them for long: each step costs them one token's latency.
+        if budget < self.batch_size {
+            budget = budget.min(PREFILL_CHUNK_WHILE_DECODING);
         }
         for slot in &mut self.slots {
             let Some(active) = slot.active.as_mut() else { continue };

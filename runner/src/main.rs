@@ -49,6 +49,9 @@ struct Args {
     /// Layers to offload to a GPU.
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
+    /// The GPU that takes them (its index); the model is not split across GPUs.
+    #[arg(long, default_value_t = 0)]
+    main_gpu: u32,
     /// A LoRA adapter GGUF to apply at full scale.
     #[arg(long)]
     lora: Option<PathBuf>,
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         threads,
         batch_size: args.batch_size.max(1),
         gpu_layers: args.gpu_layers,
+        main_gpu: args.main_gpu,
         lora_path: args.lora,
     };
     let engine_thread = std::thread::Builder::new()

@@ -534,6 +534,11 @@ impl GgufInfo {
         self.arch_u64("embedding_length")
     }
 
+    /// `<arch>.attention.head_count`.
+    pub fn head_count(&self) -> Option<u64> {
+        self.arch_u64("attention.head_count")
+    }
+
     /// How the model's KV cache grows, from its attention metadata; `None` when it lacks it.
     pub fn kv_layout(&self) -> Option<KvLayout> {
         let layers = self.arch_u64("block_count")?;
@@ -566,6 +571,40 @@ impl GgufInfo {
         })
     }
 
+    /// Weight bytes per transformer block, and of what llama.cpp offloads with the last
+    /// layer (the output head: `output.weight`, or the tied embedding it copies, and norms).
+    pub fn layer_weights(&self) -> LayerWeights {
+        let mut blocks = vec![0u64; self.arch_u64("block_count").unwrap_or(0) as usize];
+        let mut head = 0u64;
+        let mut embedding = 0u64;
+        let mut has_output = false;
+        for tensor in &self.tensors {
+            let bytes = tensor.byte_size();
+            let block = tensor
+                .name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            match block {
+                Some(i) if i < blocks.len() => blocks[i] = blocks[i].saturating_add(bytes),
+                _ if tensor.name == "token_embd.weight" => embedding = bytes,
+                _ if tensor.name.starts_with("output") => {
+                    has_output |= tensor.name == "output.weight";
+                    head = head.saturating_add(bytes);
+                }
+                _ => {}
+            }
+        }
+        // A tied head reuses the embedding on the CPU, and is copied to a GPU.
+        let tied_head = if has_output { 0 } else { embedding };
+        LayerWeights {
+            blocks,
+            head: head.saturating_add(tied_head),
+            tied_head,
+            embedding,
+        }
+    }
+
     fn arch_u64(&self, suffix: &str) -> Option<u64> {
         let arch = self.architecture()?;
         self.get(&format!("{arch}.{suffix}"))?.as_u64()
@@ -595,6 +634,20 @@ impl GgufInfo {
         out.insert("general.parameter_count".into(), self.parameter_count().into());
         out
     }
+}
+
+/// A model's weights as llama.cpp splits them between devices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerWeights {
+    /// Bytes of each transformer block, first to last.
+    pub blocks: Vec<u64>,
+    /// Bytes offloaded only when every block is: the output head and final norm.
+    pub head: u64,
+    /// The part of `head` that is the input embedding itself (a tied head): no extra bytes
+    /// on the CPU, a copy on a GPU.
+    pub tied_head: u64,
+    /// The input embedding, which stays on the CPU.
+    pub embedding: u64,
 }
 
 /// What one cached position costs a model, layer by layer.

@@ -64,13 +64,23 @@ fn memory() -> Option<(u64, u64)> {
     Some((system.total_memory(), system.available_memory()))
 }
 
+/// NVML, loaded once; `Err` says why there is none (no driver, no GPU).
+fn nvml() -> &'static Result<nvml_wrapper::Nvml, String> {
+    static NVML: std::sync::OnceLock<Result<nvml_wrapper::Nvml, String>> = std::sync::OnceLock::new();
+    NVML.get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string()))
+}
+
 fn nvidia_gpus() -> Vec<Gpu> {
-    let nvml = match nvml_wrapper::Nvml::init() {
-        Ok(nvml) => nvml,
-        Err(e) => {
-            tracing::info!("no NVIDIA GPU ({e}); inference runs on the CPU");
-            return Vec::new();
-        }
+    if let Err(e) = nvml() {
+        tracing::info!("no NVIDIA GPU ({e}); inference runs on the CPU");
+    }
+    gpus()
+}
+
+/// NVIDIA GPUs with their free VRAM now; empty without the driver.
+pub fn gpus() -> Vec<Gpu> {
+    let Ok(nvml) = nvml() else {
+        return Vec::new();
     };
     let count = nvml.device_count().unwrap_or(0);
     (0..count)

@@ -17,6 +17,7 @@ use crate::gguf;
 use crate::keep_alive::KeepAlive;
 use crate::model::Model;
 use crate::options::ResolvedOptions;
+use crate::placement::{self, compute_bytes, LoadCost, Placement};
 use crate::prompt::ChatTemplate;
 use crate::scheduler::{Lease, LoadRequest, Scheduler};
 use crate::store::Store;
@@ -133,6 +134,11 @@ struct GgufFacts {
     chat_template: Option<String>,
     /// How its KV cache grows, for the memory estimate.
     kv_layout: Option<gguf::KvLayout>,
+    /// Its weights by layer, for GPU placement.
+    weights: gguf::LayerWeights,
+    /// `<arch>.embedding_length` and `<arch>.attention.head_count`, for the compute buffers.
+    embedding_length: u64,
+    head_count: u64,
 }
 
 /// What both endpoints share after validation.
@@ -178,12 +184,14 @@ impl Inference {
             return Err(HerdError::bad_request("model is required"));
         }
         let model = Model::open(&self.store, model_name)?;
+        let options = ResolvedOptions::resolve(&self.config, &model.params, options)?;
+        // The request's keep_alive, else the model's own (`PARAMETER keep_alive`).
         let keep_alive = keep_alive
             .filter(|v| !v.is_null())
             .map(KeepAlive::from_json)
             .transpose()
-            .map_err(HerdError::BadRequest)?;
-        let options = ResolvedOptions::resolve(&self.config, &model.params, options)?;
+            .map_err(HerdError::BadRequest)?
+            .or(options.keep_alive);
         let template = match (template_override, &model.template) {
             (Some(text), _) if !text.is_empty() => ChatTemplate::go(text)?,
             (_, Some(text)) => ChatTemplate::go(text)?,
@@ -192,6 +200,7 @@ impl Inference {
                 None => ChatTemplate::go(PLAIN_TEMPLATE)?,
             },
         };
+        let placement = self.place(&model, &options);
         let load = LoadRequest {
             name: model.stored.name.to_string(),
             digest: model.stored.digest.hex().to_string(),
@@ -199,14 +208,16 @@ impl Inference {
                 model_path: model.model_path.clone(),
                 adapter_path: model.adapter_path.clone(),
                 context_length: options.num_ctx,
-                parallel: self.config.num_parallel,
+                parallel: options.num_parallel,
                 threads: options.num_thread,
                 batch_size: options.num_batch,
-                // GPU placement arrives with the scheduler; until then -1 (decide) means CPU.
-                gpu_layers: options.num_gpu.max(0) as u32,
+                gpu_layers: placement.gpu_layers,
+                main_gpu: placement.gpu,
             },
             keep_alive,
-            estimated_bytes: self.estimated_bytes(&model, &options),
+            estimated_bytes: placement.system_bytes,
+            vram_bytes: placement.vram_bytes,
+            placement_requested: options.num_gpu >= 0,
         };
         Ok(Prepared {
             model,
@@ -216,18 +227,30 @@ impl Inference {
         })
     }
 
-    /// Memory a runner of `model` with `options` takes: its files (mapped) and its KV cache.
-    fn estimated_bytes(&self, model: &Model, options: &ResolvedOptions) -> u64 {
+    /// Where a runner of `model` with `options` goes and the memory it takes: its weights,
+    /// adapter, KV cache and compute buffers, split between a GPU and system memory.
+    fn place(&self, model: &Model, options: &ResolvedOptions) -> Placement {
+        let facts = self.gguf_facts(&model.model_path);
         let file_size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
-        let files = file_size(&model.model_path) + model.adapter_path.as_deref().map_or(0, file_size);
-        let cache = self.gguf_facts(&model.model_path).kv_layout.map_or(0, |kv| {
-            kv.cache_bytes(
-                options.num_ctx.into(),
-                self.config.num_parallel.into(),
-                options.num_batch.into(),
-            )
-        });
-        files + cache
+        // llama.cpp clamps a longer context to the training one.
+        let training_context = facts.kv_layout.map_or(u64::MAX, |kv| kv.training_context);
+        let (context, parallel, batch) = (
+            u64::from(options.num_ctx).min(training_context),
+            u64::from(options.num_parallel),
+            u64::from(options.num_batch),
+        );
+        let mut weights = facts.weights;
+        if weights.blocks.is_empty() {
+            // No layer table (an odd file): count the whole file as CPU weights.
+            weights.embedding = file_size(&model.model_path);
+        }
+        let cost = LoadCost {
+            weights,
+            kv_cache: facts.kv_layout.map_or(0, |kv| kv.cache_bytes(context, parallel, batch)),
+            compute: compute_bytes(facts.embedding_length, facts.head_count, context, batch),
+            cpu_only: model.adapter_path.as_deref().map_or(0, file_size),
+        };
+        placement::place(&cost, &crate::hardware::gpus(), options.num_gpu)
     }
 
     fn gguf_facts(&self, path: &std::path::Path) -> GgufFacts {
@@ -236,6 +259,9 @@ impl Inference {
             GgufFacts {
                 chat_template: info.as_ref().and_then(|i| i.chat_template().map(String::from)),
                 kv_layout: info.as_ref().and_then(gguf::GgufInfo::kv_layout),
+                weights: info.as_ref().map(gguf::GgufInfo::layer_weights).unwrap_or_default(),
+                embedding_length: info.as_ref().and_then(gguf::GgufInfo::embedding_length).unwrap_or(0),
+                head_count: info.as_ref().and_then(gguf::GgufInfo::head_count).unwrap_or(0),
             }
         };
         match self.gguf_facts.lock() {

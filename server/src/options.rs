@@ -11,6 +11,7 @@ use herd_proto::SamplingOptions;
 
 use crate::config::Config;
 use crate::error::HerdError;
+use crate::keep_alive::KeepAlive;
 
 /// The JSON type an option takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,13 +24,18 @@ pub enum OptionKind {
     Bool,
     /// An array of strings.
     StringList,
+    /// A duration: a Go duration string (`10m`) or a number of seconds; negative is forever.
+    Duration,
     /// A removed option that clients still send: accepted, with a warning, and ignored.
     Deprecated,
 }
 
-/// Every option herd knows, with its type (Ollama's `api.Options` and `api.Runner`).
+/// Every option herd knows, with its type (Ollama's `api.Options` and `api.Runner`, plus
+/// herd's per-model policy: `num_parallel` slots and the model's default `keep_alive`).
 pub const RUNTIME_OPTIONS: &[(&str, OptionKind)] = &[
     ("num_ctx", OptionKind::Int),
+    ("num_parallel", OptionKind::Int),
+    ("keep_alive", OptionKind::Duration),
     ("num_batch", OptionKind::Int),
     ("num_gpu", OptionKind::Int),
     ("main_gpu", OptionKind::Int),
@@ -90,6 +96,14 @@ pub enum OptionError {
         /// The value as written.
         value: String,
     },
+    /// A `PARAMETER` value that is not a duration.
+    #[error("invalid duration value [{value}] for parameter '{name}': expected a duration such as 10m or a number of seconds")]
+    InvalidDuration {
+        /// The option.
+        name: String,
+        /// The value as written.
+        value: String,
+    },
     /// A `PARAMETER` value that is not true or false.
     #[error("invalid bool value [{value}] for parameter '{name}': expected true or false")]
     InvalidBool {
@@ -129,6 +143,10 @@ pub fn parse_parameter_value(name: &str, raw: &str) -> Result<Value, OptionError
         OptionKind::Float => parse_go_float32(raw).ok_or(OptionError::InvalidFloat { name, value })?,
         OptionKind::Bool => Value::Bool(parse_go_bool(raw).ok_or(OptionError::InvalidBool { name, value })?),
         OptionKind::StringList => Value::Array(vec![Value::String(value)]),
+        OptionKind::Duration => match KeepAlive::parse_env(raw) {
+            Ok(_) => Value::String(value),
+            Err(_) => return Err(OptionError::InvalidDuration { name, value }),
+        },
         OptionKind::Deprecated => parse_go_bool(raw)
             .map(Value::Bool)
             .or_else(|| parse_go_int(raw).map(Value::from))
@@ -158,6 +176,7 @@ pub fn check_option_value(name: &str, value: &Value) -> Result<(), OptionError> 
         OptionKind::Int if !value.is_number() => wrong("integer"),
         OptionKind::Float if !value.is_number() => wrong("float32"),
         OptionKind::Bool if !value.is_boolean() => wrong("boolean"),
+        OptionKind::Duration if KeepAlive::from_json(value).is_err() => wrong("duration"),
         OptionKind::StringList => match value.as_array() {
             None => wrong("array"),
             Some(items) if !items.iter().all(Value::is_string) => {
@@ -237,7 +256,14 @@ pub struct ResolvedOptions {
     pub num_gpu: i32,
     /// CPU threads (0: decide).
     pub num_thread: u32,
+    /// Slots decoded together (`HERD_NUM_PARALLEL` unless the model or request says).
+    pub num_parallel: u32,
+    /// The model's own keep-alive (`PARAMETER keep_alive`), if it sets one.
+    pub keep_alive: Option<KeepAlive>,
 }
+
+/// llama.cpp's most sequences in one context (`LLAMA_MAX_SEQ`).
+const MAX_PARALLEL: i64 = 256;
 
 impl ResolvedOptions {
     /// Request options over model params over defaults; a wrongly typed request option is a 400.
@@ -287,6 +313,8 @@ impl ResolvedOptions {
             num_batch: clamp_u32(int("num_batch", 512)).clamp(1, 8192),
             num_gpu: clamp_i32(int("num_gpu", -1)),
             num_thread: clamp_u32(int("num_thread", 0)),
+            num_parallel: int("num_parallel", config.num_parallel.into()).clamp(1, MAX_PARALLEL) as u32,
+            keep_alive: get("keep_alive").and_then(|v| KeepAlive::from_json(v).ok()),
         })
     }
 }
@@ -316,6 +344,19 @@ mod tests {
         assert_eq!(o.sampling.seed, 42);
         assert_eq!(o.num_predict, 8);
         assert_eq!(o.stop, vec!["<end_of_turn>"]);
+    }
+
+    #[test]
+    fn per_model_policy_comes_from_params_and_yields_to_the_request() {
+        let params = json!({"num_parallel": 3, "keep_alive": "1h"});
+        let o = ResolvedOptions::resolve(&config(), params.as_object().unwrap(), None).unwrap();
+        assert_eq!(o.num_parallel, 3);
+        assert_eq!(o.keep_alive, Some(KeepAlive::For(std::time::Duration::from_secs(3600))));
+        let request = json!({"num_parallel": 100_000});
+        let o = ResolvedOptions::resolve(&config(), params.as_object().unwrap(), request.as_object()).unwrap();
+        assert_eq!(o.num_parallel, 256, "clamped to llama.cpp's most sequences");
+        let o = ResolvedOptions::resolve(&config(), &Map::new(), None).unwrap();
+        assert_eq!((o.num_parallel, o.keep_alive), (config().num_parallel, None));
     }
 
     #[test]
@@ -370,6 +411,8 @@ mod tests {
         for name in floats {
             assert_eq!(option_kind(name), Some(OptionKind::Float), "{name}");
         }
+        assert_eq!(option_kind("num_parallel"), Some(OptionKind::Int));
+        assert_eq!(option_kind("keep_alive"), Some(OptionKind::Duration));
         assert_eq!(option_kind("use_mmap"), Some(OptionKind::Bool));
         assert_eq!(option_kind("stop"), Some(OptionKind::StringList));
         for name in [
@@ -426,6 +469,10 @@ mod tests {
                 "{err}"
             );
         }
+        assert_eq!(parse_parameter_value("keep_alive", "10m"), Ok(json!("10m")));
+        assert_eq!(parse_parameter_value("keep_alive", "-1"), Ok(json!("-1")));
+        let err = parse_parameter_value("keep_alive", "soon").unwrap_err();
+        assert!(err.to_string().starts_with("invalid duration value [soon]"), "{err}");
         let err = parse_parameter_value("use_mmap", "yes").unwrap_err();
         assert!(err.to_string().starts_with("invalid bool value [yes]"), "{err}");
         assert_eq!(
@@ -473,6 +520,11 @@ mod tests {
             ("use_mmap", json!(1), "option \"use_mmap\" must be of type boolean"),
             ("use_mmap", json!("true"), "option \"use_mmap\" must be of type boolean"),
             ("stop", json!("x"), "option \"stop\" must be of type array"),
+            (
+                "keep_alive",
+                json!("soon"),
+                "option \"keep_alive\" must be of type duration",
+            ),
             ("stop", json!({"a": 1}), "option \"stop\" must be of type array"),
             (
                 "stop",

@@ -27,8 +27,14 @@ pub struct LoadRequest {
     pub spec: LoadSpec,
     /// The request's keep-alive; `None` keeps the current one (or the default on load).
     pub keep_alive: Option<KeepAlive>,
-    /// Memory the runner will take: weights, adapter and KV cache (0: unknown).
+    /// System memory the runner will take: weights, adapter, KV cache and compute buffers
+    /// not on a GPU (0: unknown).
     pub estimated_bytes: u64,
+    /// VRAM it will take.
+    pub vram_bytes: u64,
+    /// Whether the request chose the GPU layers (`num_gpu`): a runner placed otherwise is
+    /// replaced. Without it, any placement serves (free VRAM changes once a model loads).
+    pub placement_requested: bool,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -38,8 +44,10 @@ pub struct LoadedInfo {
     pub name: String,
     /// Manifest digest (hex).
     pub digest: String,
-    /// Bytes in memory (weights).
+    /// Bytes in memory: system memory and VRAM.
     pub size: u64,
+    /// Bytes of that in VRAM.
+    pub size_vram: u64,
     /// When it unloads, if idle; `None` for never.
     pub expires_at: Option<SystemTime>,
     /// Context length of each slot.
@@ -49,8 +57,10 @@ pub struct LoadedInfo {
 struct Loaded {
     name: String,
     digest: String,
-    /// What the load was estimated to take; freed when it unloads.
+    /// System memory the load was estimated to take; freed when it unloads.
     estimated_bytes: u64,
+    /// VRAM it was estimated to take, if the runner offloaded anything.
+    vram_bytes: u64,
     client: Arc<RunnerClient>,
     state: Mutex<LoadedState>,
 }
@@ -188,6 +198,11 @@ impl Scheduler {
             name: request.name.clone(),
             digest: request.digest.clone(),
             estimated_bytes: request.estimated_bytes,
+            vram_bytes: if client.facts.gpu_layers > 0 {
+                request.vram_bytes
+            } else {
+                0
+            },
             client,
             state: Mutex::new(LoadedState {
                 active: 1,
@@ -257,7 +272,7 @@ impl Scheduler {
             all.remove(&request.spec.weights());
             return None;
         }
-        if loaded.client.spec != request.spec {
+        if !loaded.client.spec.serves(&request.spec, request.placement_requested) {
             return None;
         }
         let mut state = loaded.state.lock().ok()?;
@@ -310,7 +325,8 @@ impl Scheduler {
                         LoadedInfo {
                             name: l.name.clone(),
                             digest: l.digest.clone(),
-                            size: l.client.facts.model_bytes,
+                            size: (l.estimated_bytes + l.vram_bytes).max(l.client.facts.model_bytes),
+                            size_vram: l.vram_bytes,
                             expires_at,
                             context_length: l.client.facts.context_length,
                         }
@@ -327,8 +343,9 @@ impl Scheduler {
         infos
     }
 
-    /// Stops every runner (server shutdown).
-    pub async fn stop_all(&self) {
+    /// Stops every runner (server shutdown); with `cancel_reason`, requests still in flight
+    /// end at once with that error.
+    pub async fn stop_all(&self, cancel_reason: Option<&str>) {
         let all: Vec<_> = self
             .inner
             .loaded
@@ -336,6 +353,9 @@ impl Scheduler {
             .map(|mut l| l.drain().map(|(_, v)| v).collect())
             .unwrap_or_default();
         for loaded in all {
+            if let Some(reason) = cancel_reason {
+                loaded.client.fail_in_flight(reason);
+            }
             loaded.client.shutdown(SHUTDOWN_GRACE).await;
         }
     }

@@ -80,7 +80,7 @@ pub fn running_models(store: &Store, scheduler: &Scheduler) -> Vec<Value> {
                 "digest": loaded.digest,
                 "details": details(&config, None),
                 "expires_at": expires_at,
-                "size_vram": 0,
+                "size_vram": loaded.size_vram,
                 "context_length": loaded.context_length,
             })
         })

@@ -39,6 +39,8 @@ pub struct LoadSpec {
     pub batch_size: u32,
     /// Layers offloaded to a GPU.
     pub gpu_layers: u32,
+    /// The GPU that takes them.
+    pub main_gpu: Option<u32>,
 }
 
 /// The weights a runner serves: the model and its adapter. One runner per key; a request
@@ -46,6 +48,21 @@ pub struct LoadSpec {
 pub type WeightsKey = (PathBuf, Option<PathBuf>);
 
 impl LoadSpec {
+    /// Whether a runner started with `self` can serve a request for `wanted`: the same load
+    /// options, and the same GPU placement when the request asked for one.
+    pub fn serves(&self, wanted: &LoadSpec, compare_placement: bool) -> bool {
+        let unplaced = |spec: &LoadSpec| LoadSpec {
+            gpu_layers: 0,
+            main_gpu: None,
+            ..spec.clone()
+        };
+        if compare_placement {
+            self == wanted
+        } else {
+            unplaced(self) == unplaced(wanted)
+        }
+    }
+
     /// The weights this spec loads.
     pub fn weights(&self) -> WeightsKey {
         (self.model_path.clone(), self.adapter_path.clone())
@@ -158,10 +175,17 @@ impl RunnerClient {
             .args(["--batch-size", &spec.batch_size.to_string()])
             .args(["--gpu-layers", &spec.gpu_layers.to_string()])
             .args(
+                spec.main_gpu
+                    .iter()
+                    .flat_map(|gpu| ["--main-gpu".to_string(), gpu.to_string()]),
+            )
+            .args(
                 spec.adapter_path
                     .iter()
                     .flat_map(|path| [std::ffi::OsStr::new("--lora"), path.as_os_str()]),
             )
+            // CUDA numbers GPUs as NVML does, so `--main-gpu` means the GPU that was measured.
+            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -277,14 +301,7 @@ impl RunnerClient {
                 alive.store(false, Ordering::SeqCst);
                 // Let the reaper record the exit and stderr settle, for a useful message.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let error = stopped(&stderr_tail).to_string();
-                let orphans: Vec<_> = waiters.lock().map(|mut w| w.drain().collect()).unwrap_or_default();
-                for (id, tx) in orphans {
-                    let _ = tx.send(RunnerMessage::Failed {
-                        id,
-                        error: error.clone(),
-                    });
-                }
+                fail_waiters(&waiters, &stopped(&stderr_tail).to_string());
             });
         }
         tracing::info!(pid, model = %spec.model_path.display(), ?facts, "runner ready");
@@ -381,6 +398,11 @@ impl RunnerClient {
         }
     }
 
+    /// Ends every request waiting on this runner with `error`.
+    pub fn fail_in_flight(&self, error: &str) {
+        fail_waiters(&self.waiters, error);
+    }
+
     /// Asks the runner to exit, and kills it if it has not within `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.outgoing.send(ServerMessage::Shutdown);
@@ -435,6 +457,17 @@ fn kill(pid: u32, exited: &AtomicBool) {
         if pid > 0 {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+    }
+}
+
+/// Ends every waiting request with `error`; later messages for them are dropped.
+fn fail_waiters(waiters: &Waiters, error: &str) {
+    let waiting: Vec<_> = waiters.lock().map(|mut w| w.drain().collect()).unwrap_or_default();
+    for (id, tx) in waiting {
+        let _ = tx.send(RunnerMessage::Failed {
+            id,
+            error: error.to_string(),
+        });
     }
 }
 

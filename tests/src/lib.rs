@@ -164,9 +164,14 @@ impl TestServer {
 
     /// Imports the real model under `name` with `herd create -f Modelfile`.
     pub fn import_model(&self, name: &str) {
+        self.import_model_with(name, "");
+    }
+
+    /// Imports the real model under `name` with extra Modelfile lines (`PARAMETER ...`).
+    pub fn import_model_with(&self, name: &str, extra_lines: &str) {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(model_path(), dir.path().join("gemma-3-270m-q4_k_m.gguf")).unwrap();
-        std::fs::write(dir.path().join("Modelfile"), gemma_modelfile()).unwrap();
+        std::fs::write(dir.path().join("Modelfile"), gemma_modelfile() + "\n" + extra_lines).unwrap();
         let modelfile = dir.path().join("Modelfile");
         let out = self.cli(&["create", name, "-f", modelfile.to_str().unwrap()]);
         assert!(
@@ -312,6 +317,32 @@ pub fn process_name(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Seconds from now until an RFC 3339 time (`expires_at`); negative when it has passed.
+pub fn seconds_until(rfc3339: &str) -> i64 {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap_or_else(|e| panic!("{rfc3339}: {e}"));
+    at.timestamp() - chrono::Utc::now().timestamp()
+}
+
+/// Whether `pid` has exited: gone, or a zombie not yet reaped.
+pub fn has_exited(pid: u32) -> bool {
+    process_name(pid).is_none() || is_zombie(pid)
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+/// The remaining lines of an NDJSON stream, parsed, until it ends.
+pub fn remaining_lines(reader: impl BufRead) -> Vec<Value> {
+    reader
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 /// Whether `pid` is a zombie (exited but not reaped).

@@ -118,3 +118,97 @@ fn absurd_context_and_predict_are_clamped() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done_reason"], "length", "the context ends it: {body}");
 }
+
+/// A raw, greedy generate request.
+fn raw_body(prompt: &str, num_predict: u32) -> Value {
+    generate_body(
+        prompt,
+        json!({"raw": true, "options": {"num_predict": num_predict, "temperature": 0}}),
+    )
+}
+
+#[test]
+fn a_prefix_cached_in_a_busy_slot_is_copied_instead_of_evaluated_again() {
+    let s = parallel_server();
+    // A shared system prompt: shorter than Gemma's 512-token sliding window, so the busy
+    // slot still holds everything a copy needs.
+    let system = format!(
+        "You are a careful assistant. {}",
+        "Answer briefly and cite the page you read it on. ".repeat(25)
+    );
+    let question = format!("{system}\nQ: The password is 7431. Repeat the password.\nA: The password is");
+    let mut cold = raw_body(&question, 6);
+    cold["stream"] = json!(false);
+    let (_, cold) = s.post("/api/generate", &cold);
+    // Another conversation with the same system prompt keeps a slot busy...
+    let mut busy = s.open_stream(
+        "/api/generate",
+        &raw_body(&format!("{system}\nQ: Tell me a story.\nA:"), 150),
+    );
+    let mut line = String::new();
+    busy.read_line(&mut line).unwrap();
+    // ...while the first question, asked again, goes to a free slot: its prefix is copied.
+    let copies = || -> Vec<String> {
+        s.log()
+            .lines()
+            .filter(|l| l.contains("copied a cached prompt prefix between slots"))
+            .map(String::from)
+            .collect()
+    };
+    let copies_before = copies().len();
+    let mut warm = raw_body(&question, 6);
+    warm["stream"] = json!(false);
+    let (_, warm) = s.post("/api/generate", &warm);
+    let copies_after = copies();
+    assert_eq!(
+        copies_after.len(),
+        copies_before + 1,
+        "the question did not copy a prefix:\n{}",
+        s.log()
+    );
+    let copied = copies_after.last().unwrap();
+    let tokens: u32 = copied
+        .split("tokens=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{copied}"));
+    assert!(tokens > 200, "the whole system prompt is copied: {copied}");
+    assert_eq!(
+        warm["response"], cold["response"],
+        "the copied cache changed the answer"
+    );
+    assert_eq!(warm["prompt_eval_count"], cold["prompt_eval_count"]);
+    assert_eq!(rest_of(busy).pop().unwrap()["done"], true);
+}
+
+#[test]
+fn a_long_prompt_does_not_stall_streams_that_are_generating() {
+    let s = parallel_server();
+    let generating = s.open_stream("/api/generate", &raw_body("Once upon a time", 400));
+    // Timestamps of the tokens the generating stream receives.
+    let arrivals = std::thread::spawn(move || {
+        generating
+            .lines()
+            .map_while(Result::ok)
+            .map(|line| (Instant::now(), line.contains("\"done\":true")))
+            .take_while(|&(_, done)| !done)
+            .map(|(at, _)| at)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(140);
+    let sent = Instant::now();
+    let mut long = s.open_stream("/api/generate", &raw_body(&long_prompt, 1));
+    let mut line = String::new();
+    long.read_line(&mut line).unwrap();
+    let first_token = Instant::now();
+    let arrivals = arrivals.join().unwrap();
+    let during_prefill = arrivals.iter().filter(|&&at| at > sent && at < first_token).count();
+    // About 1,400 prompt tokens: read in 512-token batches, the stream would get ~3 tokens
+    // meanwhile; in the small steps used while others generate, it gets one per step.
+    assert!(
+        during_prefill >= 8,
+        "the generating stream got {during_prefill} tokens while a long prompt was read"
+    );
+}
