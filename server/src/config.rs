@@ -27,6 +27,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "HERD_HEALTH_TIMEOUT",
         "how long a runner may leave a health check unanswered before it is killed (default 2m)",
     ),
+    (
+        "HERD_SHUTDOWN_GRACE",
+        "on SIGTERM or SIGINT, how long in-flight requests may finish before they are cancelled (default 10s)",
+    ),
     ("HERD_RUNNER", "path of the herd-runner binary (default: next to herd)"),
     (
         "HERD_ALLOW_LOCAL_PATHS",
@@ -59,6 +63,8 @@ pub struct Config {
     pub load_timeout: Duration,
     /// Longest a runner may leave a health check unanswered.
     pub health_timeout: Duration,
+    /// On SIGTERM or SIGINT, how long in-flight requests may finish.
+    pub shutdown_grace: Duration,
     /// The runner binary.
     pub runner_path: PathBuf,
     /// Whether `/api/create` may read server-side paths.
@@ -139,6 +145,7 @@ impl Config {
             max_queue: number("MAX_QUEUE", 512)?,
             load_timeout,
             health_timeout: duration("HEALTH_TIMEOUT", "HERD_HEALTH_TIMEOUT", Duration::from_secs(120))?,
+            shutdown_grace: duration("SHUTDOWN_GRACE", "HERD_SHUTDOWN_GRACE", Duration::from_secs(10))?,
             runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),
             allow_local_paths: env_var("ALLOW_LOCAL_PATHS").is_some_and(|v| truthy(&v)),
             debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),

@@ -12,6 +12,7 @@ mod keep_alive;
 mod model;
 mod modelfile;
 mod options;
+mod placement;
 mod prompt;
 mod scheduler;
 mod show;
@@ -20,6 +21,7 @@ mod supervisor;
 mod template;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -63,8 +65,11 @@ async fn serve() -> anyhow::Result<()> {
         scheduler: scheduler.clone(),
         inference,
     });
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let (addr, server) = warp::serve(api::routes(state))
-        .try_bind_with_graceful_shutdown(config.host, shutdown_signal())
+        .try_bind_with_graceful_shutdown(config.host, async move {
+            let _ = stopping.changed().await;
+        })
         .with_context(|| format!("cannot listen on {}", config.host))?;
     for (name, meaning) in config::ENV_VARS {
         if let Some(value) = config::env_var(name.trim_start_matches("HERD_")) {
@@ -73,9 +78,23 @@ async fn serve() -> anyhow::Result<()> {
     }
     tracing::info!(models = %config.models_dir.display(), runner = %config.runner_path.display(), "config");
     tracing::info!("listening on {addr}");
-    server.await;
-    tracing::info!("shutting down: stopping runners");
-    scheduler.stop_all().await;
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        _ = &mut server => {}
+        _ = shutdown_signal() => {
+            let grace = config.shutdown_grace;
+            tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
+            let _ = stopping_tx.send(true);
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!("grace period over: cancelling in-flight requests");
+                scheduler.stop_all(Some("the server is shutting down")).await;
+                // Their streams end with that error; then the connections close.
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut server).await;
+            }
+        }
+    }
+    tracing::info!("stopping runners");
+    scheduler.stop_all(None).await;
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use herd_tests::{chat_body, generate_body, is_zombie, process_name, TestServer, MODEL};
+use herd_tests::{
+    chat_body, generate_body, has_exited, is_zombie, process_name, remaining_lines, send_signal, TestServer, MODEL,
+};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 #[test]
@@ -208,21 +211,61 @@ fn keep_alive_zero_unloads_and_ps_tracks_it() {
     });
 }
 
+/// Opens a stream of up to `num_predict` tokens and reads its first line.
+fn stream_started(s: &TestServer, num_predict: u32) -> std::io::BufReader<reqwest::blocking::Response> {
+    let mut reader = s.open_stream(
+        "/api/generate",
+        &generate_body(
+            "Tell me a long story.",
+            json!({"options": {"num_predict": num_predict}}),
+        ),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("\"done\":false"), "{line}");
+    reader
+}
+
 #[test]
-fn sigterm_stops_the_server_and_its_runners() {
-    let s = TestServer::with_model();
-    s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+fn sigterm_lets_in_flight_streams_finish_then_stops_the_runners() {
+    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", "60s")]);
+    s.import_model(MODEL);
+    let reader = stream_started(&s, 40);
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
-    let server_pid = s.pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    s.wait_for("the runner to exit with its server", Duration::from_secs(10), || {
-        process_name(runners[0]).is_none() || is_zombie(runners[0])
+    send_signal(s.pid(), Signal::SIGTERM);
+    s.wait_for("the server to stop accepting", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(s.base.trim_start_matches("http://")).is_err()
     });
+    let last = remaining_lines(reader).pop().expect("a last line");
+    assert_eq!(last["done"], true, "the stream finished: {last}");
+    assert_eq!(last["eval_count"], 40, "{last}");
+    s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
+        has_exited(runners[0]) && has_exited(s.pid())
+    });
+}
+
+#[test]
+fn sigterm_cancels_streams_that_outlast_the_grace_period() {
+    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", "1s")]);
+    s.import_model(MODEL);
+    let reader = stream_started(&s, 100_000);
+    let runners = s.runner_pids();
+    let signalled = Instant::now();
+    send_signal(s.pid(), Signal::SIGTERM);
+    let last = remaining_lines(reader).pop().expect("a last line");
+    assert_eq!(
+        last["error"], "the server is shutting down",
+        "the stream ends with an error line: {last}"
+    );
+    s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
+        has_exited(runners[0]) && has_exited(s.pid())
+    });
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "a 1s grace period took {:?}",
+        signalled.elapsed()
+    );
 }
 
 #[test]
