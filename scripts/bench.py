@@ -1,5 +1,8 @@
 """herd vs llama-server on the same model, machine and threads: decode speed, prompt speed
-and time to first token, medians of several runs. Standard library only."""
+and time to first token with one slot; aggregate throughput of 1, 4 and 8 concurrent
+clients with 8 slots; time to first token of a repeated long prompt against a cold one;
+herd's own overhead per request against a direct runner call; herd's memory without a
+model. Medians of several runs. Standard library only."""
 
 import argparse
 import json
@@ -10,20 +13,29 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
 THREADS = 2
 CTX = 4096
 PREDICT = 128
+SLOTS = 8
+CLIENTS = (1, 4, 8)
 LONG_TEXT = ("The history of astronomy spans thousands of years, from ancient observers who tracked "
              "the motions of the planets to modern telescopes that image distant galaxies. ") * 40
 
 
 NOTES = """
-What moved these figures (2026-12-01, this machine, the same llama.cpp sources in both):
+What moved these figures (this machine, the same llama.cpp sources in both). 2026-12-02: a
+repeated long prompt is served from the slot that holds it (a prefix in a busy slot is
+copied to a free one); while slots generate, new prompts are read 128 tokens per step so
+that they do not stall the streams. Two full runs that day gave 1.07x and 0.92x aggregate at
+4 clients, 1.07x and 1.03x at 8, 0.68x and 0.50x for the repeated prompt's first token: at
+4 clients the two servers are within this machine's noise of each other. 2026-12-01:
 llama-cpp-sys-2 built llama.cpp as RelWithDebInfo (`-O2`) because herd's release profile
 keeps line tables; built as Release (`-O3`), like llama-server, long-prompt prefill went
 from 0.74-0.88x to 0.96x. Keeping only the sliding window in Gemma 3's SWA layers' cache
@@ -94,6 +106,141 @@ def run_peer(base: str, prompt: str) -> dict:
             "prompt_tokens": t["prompt_n"], "tokens": t["predicted_n"]}
 
 
+def timed_generation(url: str, body: dict, text_key: str, final_count) -> dict:
+    """Streams one completion: time to first text, tokens (from the final line, where
+    `final_count` finds them) and total time."""
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    for at, line in stream(url, body):
+        if first is None and line.get(text_key):
+            first = at
+        tokens = final_count(line) or tokens
+    return {"ttft": (first or time.perf_counter()) - start, "tokens": tokens, "total": time.perf_counter() - start}
+
+
+def generate_herd(base: str, prompt: str, predict: int) -> dict:
+    body = {"model": "bench", "prompt": prompt, "raw": True, "stream": True,
+            "options": {"temperature": 0, "num_predict": predict, "num_ctx": CTX}}
+    return timed_generation(base + "/api/generate", body, "response",
+                            lambda line: line.get("done") and line["eval_count"])
+
+
+def generate_peer(base: str, prompt: str, predict: int) -> dict:
+    body = {"prompt": prompt, "n_predict": predict, "temperature": 0, "stream": True, "cache_prompt": True}
+    return timed_generation(base + "/completion", body, "content",
+                            lambda line: line.get("stop") and line["timings"]["predicted_n"])
+
+
+def aggregate(generate, base: str, clients: int, run: int) -> float:
+    """Tokens per second over all of `clients` concurrent requests, first send to last token."""
+    results = [None] * clients
+
+    def client(i: int) -> None:
+        results[i] = generate(base, f"Run {run}, client {i}. Tell me a story about a lighthouse.", PREDICT)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(r["tokens"] for r in results) / (time.perf_counter() - start)
+
+
+def measure_concurrency(targets: dict, runs: int) -> dict:
+    """Aggregate tok/s per client count, and time to first token of a long prompt cold and
+    repeated; targets taken in turn, run after run. Returns medians."""
+    samples = {name: {"agg": {n: [] for n in CLIENTS}, "cold": [], "warm": []} for name in targets}
+    for generate, base in targets.values():
+        generate(base, "Warm up.", 4)
+    for i in range(runs):
+        for n in CLIENTS:
+            for name, (generate, base) in targets.items():
+                samples[name]["agg"][n].append(aggregate(generate, base, n, i))
+        for name, (generate, base) in targets.items():
+            prompt = f"Cache run {i}. {LONG_TEXT}"
+            samples[name]["cold"].append(generate(base, prompt, 4)["ttft"])
+            samples[name]["warm"].append(generate(base, prompt, 4)["ttft"])
+    med = statistics.median
+    return {name: {"agg": {n: med(v) for n, v in s["agg"].items()}, "cold": med(s["cold"]), "warm": med(s["warm"])}
+            for name, s in samples.items()}
+
+
+class DirectRunner:
+    """A herd-runner of its own, driven straight over its socket, as the server drives it."""
+
+    SAMPLING = {"temperature": 0, "top_k": 40, "top_p": 0.9, "min_p": 0, "typical_p": 1, "repeat_last_n": 64,
+                "repeat_penalty": 1, "presence_penalty": 0, "frequency_penalty": 0, "seed": 0}
+
+    def __init__(self, runner_bin: str, model: str):
+        self.work = tempfile.mkdtemp()
+        sock_path = os.path.join(self.work, "runner.sock")
+        self.proc = subprocess.Popen([runner_bin, "--model", model, "--socket", sock_path, "--ctx-size", str(CTX),
+                                      "--parallel", "1", "--threads", str(THREADS)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not os.path.exists(sock_path):
+            if time.time() > deadline:
+                raise SystemExit("the runner did not open its socket")
+            time.sleep(0.01)
+        self.conn = socket.socket(socket.AF_UNIX)
+        self.conn.connect(sock_path)
+        assert self.read()["type"] == "hello"
+        assert self.read()["type"] == "loaded"
+        self.next_id = 0
+
+    def read_exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            if not chunk:
+                raise SystemExit("the runner closed its socket")
+            data += chunk
+        return data
+
+    def read(self) -> dict:
+        (length,) = struct.unpack(">I", self.read_exactly(4))
+        return json.loads(self.read_exactly(length))
+
+    def round_trip(self, prompt: str) -> float:
+        """Seconds for a one-token completion of `prompt`."""
+        self.next_id += 1
+        data = json.dumps({"type": "complete", "id": self.next_id, "prompt": prompt, "sampling": self.SAMPLING,
+                           "num_predict": 1, "num_keep": 4, "stop": [], "return_tokens": False}).encode()
+        start = time.perf_counter()
+        self.conn.sendall(struct.pack(">I", len(data)) + data)
+        while self.read()["type"] not in ("done", "failed"):
+            pass
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def round_trips(base: str, peer_base: str, direct: DirectRunner, runs: int) -> dict:
+    """Median seconds of a one-token completion of "Hi": herd over HTTP, the direct runner,
+    llama-server over HTTP, taken in turn (the first round is a warm-up)."""
+    trips = {"herd": [], "direct": [], "peer": []}
+    for i in range(runs + 1):
+        herd = generate_herd(base, "Hi", 1)["total"]
+        alone = direct.round_trip("Hi")
+        peer = generate_peer(peer_base, "Hi", 1)["total"]
+        if i > 0:
+            trips["herd"].append(herd)
+            trips["direct"].append(alone)
+            trips["peer"].append(peer)
+    return {name: statistics.median(values) for name, values in trips.items()}
+
+
+def rss_bytes(pid: int) -> int:
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+
 def measure(targets: dict, runs: int) -> dict:
     """Runs each prompt on every target in turn, run after run, so that a machine that gets
     slower or faster during the benchmark shifts all targets alike. Returns medians."""
@@ -121,33 +268,63 @@ def main() -> None:
     a = p.parse_args()
     herd_bin = pathlib.Path(a.herd_bin)
 
-    models = tempfile.mkdtemp()
-    herd_port = free_port()
-    env = dict(os.environ, HERD_HOST=f"127.0.0.1:{herd_port}", HERD_MODELS=models,
-               HERD_RUNNER=str(herd_bin / "herd-runner"), HERD_KEEP_ALIVE="-1")
-    herd = subprocess.Popen([str(herd_bin / "herd"), "serve"], env=env, stderr=subprocess.DEVNULL)
-    peer_port = free_port()
-    peer = None
-    try:
+    work = tempfile.mkdtemp()
+    os.symlink(a.model, os.path.join(work, "gemma-3-270m-q4_k_m.gguf"))
+    shutil.copy(a.modelfile, os.path.join(work, "Modelfile"))
+    procs = []
+
+    def start_pair(slots: int):
+        """herd and llama-server with `slots` slots of CTX tokens each; returns their URLs."""
+        models = tempfile.mkdtemp()
+        herd_port = free_port()
+        env = dict(os.environ, HERD_HOST=f"127.0.0.1:{herd_port}", HERD_MODELS=models,
+                   HERD_RUNNER=str(herd_bin / "herd-runner"), HERD_KEEP_ALIVE="-1", HERD_NUM_PARALLEL=str(slots))
+        herd = subprocess.Popen([str(herd_bin / "herd"), "serve"], env=env, stderr=subprocess.DEVNULL)
+        procs.append(herd)
         base = f"http://127.0.0.1:{herd_port}"
         wait_http(base + "/")
-        work = tempfile.mkdtemp()
-        os.symlink(a.model, os.path.join(work, "gemma-3-270m-q4_k_m.gguf"))
-        shutil.copy(a.modelfile, os.path.join(work, "Modelfile"))
         subprocess.run([str(herd_bin / "herd"), "create", "bench", "-f", os.path.join(work, "Modelfile")],
                        env=env, check=True, stderr=subprocess.DEVNULL)
+        peer_port = free_port()
         peer = subprocess.Popen([a.peer, "-m", a.model, "--host", "127.0.0.1", "--port", str(peer_port),
-                                 "-t", str(THREADS), "-c", str(CTX), "--parallel", "1", "--cache-ram", "0"],
+                                 "-t", str(THREADS), "-c", str(CTX * slots), "--parallel", str(slots),
+                                 "--cache-ram", "0"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(peer)
         peer_base = f"http://127.0.0.1:{peer_port}"
         wait_http(peer_base + "/health")
+        return herd, base, peer_base
+
+    def stop_all():
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        procs.clear()
+
+    try:
+        herd, base, peer_base = start_pair(1)
+        idle_rss = rss_bytes(herd.pid)
         results = measure({"herd": (run_herd, base), "peer": (run_peer, peer_base)}, a.runs)
         herd_results, peer_results = results["herd"], results["peer"]
+        overhead_runs = 20
+        direct = DirectRunner(str(herd_bin / "herd-runner"), a.model)
+        try:
+            trips = round_trips(base, peer_base, direct, overhead_runs)
+        finally:
+            direct.close()
+        # Unload, then see what the server keeps.
+        urllib.request.urlopen(urllib.request.Request(
+            base + "/api/generate", data=json.dumps({"model": "bench", "keep_alive": 0}).encode()), timeout=60).read()
+        time.sleep(1)
+        unloaded_rss = rss_bytes(herd.pid)
+        stop_all()
+        herd, base, peer_base = start_pair(SLOTS)
+        concurrency = measure_concurrency({"herd": (generate_herd, base), "peer": (generate_peer, peer_base)},
+                                          a.runs)
     finally:
-        for proc in (herd, peer):
-            if proc and proc.poll() is None:
-                proc.kill()
-        shutil.rmtree(models, ignore_errors=True)
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
     rows = []
     for label in ("short", "long"):
@@ -157,6 +334,16 @@ def main() -> None:
                     f"{h['prefill']:.0f} | {l['prefill']:.0f} | {h['prefill'] / l['prefill']:.2f}x |")
         rows.append(f"| time to first token, {label} prompt (s) | {h['ttft']:.3f} | {l['ttft']:.3f} | "
                     f"{h['ttft'] / l['ttft']:.2f}x |")
+    h, l = concurrency["herd"], concurrency["peer"]
+    more = []
+    for n in CLIENTS:
+        more.append(f"| aggregate tok/s, {n} client{'s' if n > 1 else ''} | {h['agg'][n]:.1f} | {l['agg'][n]:.1f} | "
+                    f"{h['agg'][n] / l['agg'][n]:.2f}x |")
+    more.append(f"| time to first token, long prompt cold (s) | {h['cold']:.3f} | {l['cold']:.3f} | "
+                f"{h['cold'] / l['cold']:.2f}x |")
+    more.append(f"| time to first token, same long prompt again (s) | {h['warm']:.3f} | {l['warm']:.3f} | "
+                f"{h['warm'] / l['warm']:.2f}x |")
+    mib = 1024 * 1024
     cpu = re.search(r"model name\s*:\s*(.*)", pathlib.Path("/proc/cpuinfo").read_text())
     text = f"""# Benchmarks
 
@@ -173,7 +360,25 @@ Machine: {cpu.group(1) if cpu else 'unknown CPU'}, {os.cpu_count()} cores. Date:
 
 | metric | herd | llama-server | ratio |
 | --- | --- | --- | --- |
-""" + "\n".join(rows) + "\n" + NOTES
+""" + "\n".join(rows) + f"""
+
+With {SLOTS} slots on both servers (herd `HERD_NUM_PARALLEL={SLOTS}`, llama-server `--parallel {SLOTS}
+-c {CTX * SLOTS}`): clients send {PREDICT}-token requests at once, and the aggregate is their
+tokens over the wall time from the first send to the last token. A long prompt (about 1,100
+tokens) is then sent twice: cold, and again with its prefix in the cache (4 tokens generated).
+
+| metric | herd | llama-server | ratio |
+| --- | --- | --- | --- |
+""" + "\n".join(more) + f"""
+
+Per-request overhead (a one-token completion of "Hi", median of {overhead_runs}, the three taken
+in turn): herd over HTTP {trips['herd'] * 1000:.1f} ms; the same on a herd-runner of its own, straight
+over its socket, {trips['direct'] * 1000:.1f} ms, so herd's server adds
+{(trips['herd'] - trips['direct']) * 1000:.1f} ms; llama-server over HTTP {trips['peer'] * 1000:.1f} ms.
+
+herd's server process: {idle_rss / mib:.1f} MiB resident after start, without a model; {unloaded_rss / mib:.1f} MiB
+after the benchmark, with the model unloaded (target: under 40 MB). Runners are separate processes.
+""" + NOTES
     pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(a.out).write_text(text)
     print(text)

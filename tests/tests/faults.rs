@@ -23,11 +23,7 @@ fn runner_killed_mid_stream_gives_an_error_line_and_the_next_request_works() {
     assert_eq!(first["done"], false);
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1, "one runner expected: {runners:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(runners[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    send_signal(runners[0], Signal::SIGKILL);
     let rest: Vec<Value> = reader
         .lines()
         .map_while(Result::ok)
@@ -211,8 +207,14 @@ fn keep_alive_zero_unloads_and_ps_tracks_it() {
     });
 }
 
-/// Opens a stream of up to `num_predict` tokens and reads its first line.
-fn stream_started(s: &TestServer, num_predict: u32) -> std::io::BufReader<reqwest::blocking::Response> {
+/// A server with a shutdown grace period, its one runner, and a stream of up to
+/// `num_predict` tokens that has produced its first line.
+fn streaming_with_grace(
+    grace: &str,
+    num_predict: u32,
+) -> (TestServer, u32, std::io::BufReader<reqwest::blocking::Response>) {
+    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", grace)]);
+    s.import_model(MODEL);
     let mut reader = s.open_stream(
         "/api/generate",
         &generate_body(
@@ -223,16 +225,14 @@ fn stream_started(s: &TestServer, num_predict: u32) -> std::io::BufReader<reqwes
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert!(line.contains("\"done\":false"), "{line}");
-    reader
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    (s, runners[0], reader)
 }
 
 #[test]
 fn sigterm_lets_in_flight_streams_finish_then_stops_the_runners() {
-    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", "60s")]);
-    s.import_model(MODEL);
-    let reader = stream_started(&s, 40);
-    let runners = s.runner_pids();
-    assert_eq!(runners.len(), 1);
+    let (s, runner, reader) = streaming_with_grace("60s", 40);
     send_signal(s.pid(), Signal::SIGTERM);
     s.wait_for("the server to stop accepting", Duration::from_secs(5), || {
         std::net::TcpStream::connect(s.base.trim_start_matches("http://")).is_err()
@@ -241,16 +241,13 @@ fn sigterm_lets_in_flight_streams_finish_then_stops_the_runners() {
     assert_eq!(last["done"], true, "the stream finished: {last}");
     assert_eq!(last["eval_count"], 40, "{last}");
     s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
-        has_exited(runners[0]) && has_exited(s.pid())
+        has_exited(runner) && has_exited(s.pid())
     });
 }
 
 #[test]
 fn sigterm_cancels_streams_that_outlast_the_grace_period() {
-    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", "1s")]);
-    s.import_model(MODEL);
-    let reader = stream_started(&s, 100_000);
-    let runners = s.runner_pids();
+    let (s, runner, reader) = streaming_with_grace("1s", 100_000);
     let signalled = Instant::now();
     send_signal(s.pid(), Signal::SIGTERM);
     let last = remaining_lines(reader).pop().expect("a last line");
@@ -259,7 +256,7 @@ fn sigterm_cancels_streams_that_outlast_the_grace_period() {
         "the stream ends with an error line: {last}"
     );
     s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
-        has_exited(runners[0]) && has_exited(s.pid())
+        has_exited(runner) && has_exited(s.pid())
     });
     assert!(
         signalled.elapsed() < Duration::from_secs(10),
@@ -274,13 +271,9 @@ fn sigkill_of_the_server_leaves_no_runner() {
     s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.pid() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    send_signal(s.pid(), Signal::SIGKILL);
     s.wait_for("the orphaned runner to exit", Duration::from_secs(10), || {
-        process_name(runners[0]).is_none() || is_zombie(runners[0])
+        has_exited(runners[0])
     });
 }
 
@@ -297,19 +290,9 @@ fn a_hung_runner_is_detected_by_its_health_check_and_replaced() {
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
     // A stopped process stays alive but answers nothing: a hang, as the server sees it.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(runners[0] as i32),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
+    send_signal(runners[0], Signal::SIGSTOP);
     let started = Instant::now();
-    let last: Value = reader
-        .lines()
-        .map_while(Result::ok)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .last()
-        .expect("a last line");
+    let last = remaining_lines(reader).pop().expect("a last line");
     let error = last["error"]
         .as_str()
         .unwrap_or_else(|| panic!("expected an error line, got {last}"));

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use herd_tests::{generate_body, is_zombie, process_name, TestServer, MODEL};
+use herd_tests::{generate_body, has_exited, remaining_lines, send_signal, TestServer, MODEL};
 use serde_json::{json, Value};
 
 fn parallel_server() -> TestServer {
@@ -33,15 +33,6 @@ fn open_streams(s: &TestServer, n: usize, num_predict: u32) -> Vec<std::io::BufR
         .collect()
 }
 
-fn rest_of(reader: std::io::BufReader<reqwest::blocking::Response>) -> Vec<Value> {
-    reader
-        .lines()
-        .map_while(Result::ok)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect()
-}
-
 #[test]
 fn four_clients_decode_together() {
     let s = parallel_server();
@@ -50,7 +41,7 @@ fn four_clients_decode_together() {
     let streams = open_streams(&s, 4, 200);
     let all_started = started.elapsed();
     assert_eq!(s.runner_pids().len(), 1, "one runner serves all four");
-    let finals: Vec<Value> = streams.into_iter().map(|r| rest_of(r).pop().unwrap()).collect();
+    let finals: Vec<Value> = streams.into_iter().map(|r| remaining_lines(r).pop().unwrap()).collect();
     let total = started.elapsed();
     for last in &finals {
         assert_eq!(last["done"], true, "{last}");
@@ -68,20 +59,16 @@ fn a_runner_killed_during_four_streams_fails_each_of_them() {
     let streams = open_streams(&s, 4, 2000);
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(runners[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    send_signal(runners[0], nix::sys::signal::Signal::SIGKILL);
     for reader in streams {
-        let last = rest_of(reader).pop().expect("a last line");
+        let last = remaining_lines(reader).pop().expect("a last line");
         let error = last["error"]
             .as_str()
             .unwrap_or_else(|| panic!("expected an error line, got {last}"));
         assert!(error.contains("unexpectedly stopped"), "{error}");
     }
     s.wait_for("the dead runner to be reaped", Duration::from_secs(5), || {
-        !is_zombie(runners[0]) && process_name(runners[0]).is_none()
+        has_exited(runners[0])
     });
     let (status, body) = s.post(
         "/api/generate",
@@ -179,7 +166,7 @@ fn a_prefix_cached_in_a_busy_slot_is_copied_instead_of_evaluated_again() {
         "the copied cache changed the answer"
     );
     assert_eq!(warm["prompt_eval_count"], cold["prompt_eval_count"]);
-    assert_eq!(rest_of(busy).pop().unwrap()["done"], true);
+    assert_eq!(remaining_lines(busy).pop().unwrap()["done"], true);
 }
 
 #[test]
