@@ -36,8 +36,9 @@ use crate::store::Store;
 async fn main() {
     let args = cli::Cli::parse();
     let result = match args.command {
-        cli::Command::Serve => serve().await,
-        command => cli::run(command).await,
+        Some(cli::Command::Serve) => serve().await,
+        Some(command) => cli::run(command).await,
+        None => cli::print_version().await,
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -1,5 +1,7 @@
 //! The command line: every command except `serve` is a client of the HTTP API at `HERD_HOST`.
 
+mod display;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,11 +17,50 @@ use crate::options::parse_parameter;
 
 /// herd: run large language models locally, through Ollama's API.
 #[derive(Parser, Debug)]
-#[command(name = "herd", version, about)]
+#[command(name = "herd", about, disable_version_flag = true, arg_required_else_help = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Print the server's and this client's versions.
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+}
+
+/// `herd show`'s parts: at most one.
+#[derive(clap::Args, Debug, Default)]
+#[group(multiple = false)]
+pub struct ShowPart {
+    /// The Modelfile.
+    #[arg(long)]
+    modelfile: bool,
+    /// The parameters.
+    #[arg(long)]
+    parameters: bool,
+    /// The template.
+    #[arg(long)]
+    template: bool,
+    /// The system prompt.
+    #[arg(long)]
+    system: bool,
+    /// The license.
+    #[arg(long)]
+    license: bool,
+}
+
+impl ShowPart {
+    /// The `/api/show` field to print, if one was asked for.
+    fn field(&self) -> Option<&'static str> {
+        [
+            (self.modelfile, "modelfile"),
+            (self.parameters, "parameters"),
+            (self.template, "template"),
+            (self.system, "system"),
+            (self.license, "license"),
+        ]
+        .into_iter()
+        .find_map(|(wanted, field)| wanted.then_some(field))
+    }
 }
 
 /// herd's commands.
@@ -37,13 +78,27 @@ pub enum Command {
     },
     /// List local models.
     #[command(alias = "ls")]
-    List,
+    List {
+        /// Print `/api/tags`' JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List loaded models.
-    Ps,
-    /// Show a model's Modelfile.
+    Ps {
+        /// Print `/api/ps`' JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show information about a model.
     Show {
         /// The model.
         name: String,
+        /// Print one part only.
+        #[command(flatten)]
+        part: ShowPart,
+        /// Print `/api/show`'s JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a model on a prompt and print the answer.
     Run {
@@ -51,6 +106,15 @@ pub enum Command {
         model: String,
         /// The prompt (read from stdin when absent).
         prompt: Vec<String>,
+        /// Print timings and token rates after the answer.
+        #[arg(long)]
+        verbose: bool,
+        /// How long the model stays loaded afterwards (`10m`, `-1` for ever).
+        #[arg(long)]
+        keepalive: Option<String>,
+        /// Do not wrap lines (herd never wraps; accepted for Ollama's scripts).
+        #[arg(long)]
+        nowordwrap: bool,
     },
     /// Copy a model.
     Cp {
@@ -93,7 +157,10 @@ impl Client {
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
-                anyhow::anyhow!("could not connect to herd at {} - is `herd serve` running?", self.base)
+                anyhow::anyhow!(
+                    "could not connect to herd at {} - is `herd serve` running?",
+                    self.base.trim_start_matches("http://")
+                )
             } else {
                 e.into()
             }
@@ -148,45 +215,79 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Create { name, file } => create(&client, &name, &file).await,
-        Command::List => {
+        Command::List { json } => {
             let tags = client.get("/api/tags").await?;
-            println!("{:<40} {:<14} {:>10}  MODIFIED", "NAME", "ID", "SIZE");
-            for m in tags["models"].as_array().into_iter().flatten() {
-                let digest = m["digest"].as_str().unwrap_or_default();
-                println!(
-                    "{:<40} {:<14} {:>10}  {}",
-                    m["name"].as_str().unwrap_or_default(),
-                    &digest[..digest.len().min(12)],
-                    human_bytes(m["size"].as_u64().unwrap_or_default()),
-                    m["modified_at"].as_str().unwrap_or_default()
-                );
+            if json {
+                return print_json(&tags);
             }
+            let now = chrono::Utc::now();
+            let rows: Vec<Vec<String>> = tags["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    vec![
+                        text(&m["name"]),
+                        display::short_id(m["digest"].as_str().unwrap_or_default()),
+                        display::human_bytes(m["size"].as_u64().unwrap_or_default()),
+                        display::human_time(m["modified_at"].as_str().unwrap_or_default(), now, "Unknown"),
+                    ]
+                })
+                .collect();
+            print!("{}", display::table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows));
             Ok(())
         }
-        Command::Ps => {
+        Command::Ps { json } => {
             let ps = client.get("/api/ps").await?;
-            println!("{:<40} {:>10}  {:<10} UNTIL", "NAME", "SIZE", "CONTEXT");
-            for m in ps["models"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<40} {:>10}  {:<10} {}",
-                    m["name"].as_str().unwrap_or_default(),
-                    human_bytes(m["size"].as_u64().unwrap_or_default()),
-                    m["context_length"],
-                    m["expires_at"].as_str().unwrap_or_default()
-                );
+            if json {
+                return print_json(&ps);
             }
+            let now = chrono::Utc::now();
+            let rows: Vec<Vec<String>> = ps["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let size = m["size"].as_u64().unwrap_or_default();
+                    let expires = m["expires_at"].as_str().unwrap_or_default();
+                    let until = match chrono::DateTime::parse_from_rfc3339(expires) {
+                        Ok(at) if at < now => "Stopping...".to_string(),
+                        _ => display::human_time(expires, now, "Never"),
+                    };
+                    vec![
+                        text(&m["name"]),
+                        display::short_id(m["digest"].as_str().unwrap_or_default()),
+                        display::human_bytes(size),
+                        display::processor(size, m["size_vram"].as_u64().unwrap_or_default()),
+                        m["context_length"].to_string(),
+                        until,
+                    ]
+                })
+                .collect();
+            let header = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"];
+            print!("{}", display::table(&header, &rows));
             Ok(())
         }
-        Command::Show { name } => {
+        Command::Show { name, part, json } => {
             let info: Value = client
                 .post("/api/show", &json!({ "model": name }))
                 .await?
                 .json()
                 .await?;
-            println!("{}", info["modelfile"].as_str().unwrap_or_default());
+            match (json, part.field()) {
+                (true, _) => print_json(&info)?,
+                (false, Some(field)) => println!("{}", text(&info[field])),
+                (false, None) => print!("{}", display::show_summary(&info)),
+            }
             Ok(())
         }
-        Command::Run { model, prompt } => {
+        Command::Run {
+            model,
+            prompt,
+            verbose,
+            keepalive,
+            nowordwrap: _,
+        } => {
             let prompt = if prompt.is_empty() {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
@@ -194,18 +295,28 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 prompt.join(" ")
             };
-            let body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
+            let mut body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
+            if let Some(keep_alive) = keepalive {
+                body["keep_alive"] = json!(keep_alive);
+            }
             let response = client.post("/api/chat", &body).await?;
             let mut stdout = std::io::stdout();
+            let mut last = Value::Null;
             client
                 .stream(response, |chunk| {
                     if let Some(text) = chunk["message"]["content"].as_str() {
                         let _ = write!(stdout, "{text}");
                         let _ = stdout.flush();
                     }
+                    if chunk["done"] == true {
+                        last = chunk.clone();
+                    }
                 })
                 .await?;
             println!();
+            if verbose {
+                eprint!("\n{}", display::verbose_stats(&last));
+            }
             Ok(())
         }
         Command::Cp { source, destination } => {
@@ -231,6 +342,39 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `herd --version`: the server's version, and the client's when it differs or there is no
+/// server, as `ollama --version` prints them.
+pub async fn print_version() -> anyhow::Result<()> {
+    let client_version = env!("CARGO_PKG_VERSION");
+    let server = match Client::from_env() {
+        Ok(client) => client.get("/api/version").await.ok(),
+        Err(_) => None,
+    };
+    match server.as_ref().and_then(|v| v["version"].as_str()) {
+        Some(version) => {
+            println!("herd version is {version}");
+            if version != client_version {
+                eprintln!("Warning: client version is {client_version}");
+            }
+        }
+        None => {
+            eprintln!("Warning: could not connect to a running herd instance");
+            eprintln!("Warning: client version is {client_version}");
+        }
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A JSON string's text; other values as JSON.
+fn text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), String::from)
 }
 
 /// `herd create NAME -f Modelfile`: uploads a local GGUF as a blob, then calls `/api/create`.
@@ -346,19 +490,4 @@ async fn upload_blob(client: &Client, path: &Path) -> anyhow::Result<String> {
             .await?;
     }
     Ok(digest)
-}
-
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.0} {}", units[unit])
-    }
 }

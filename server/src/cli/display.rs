@@ -1,0 +1,318 @@
+//! How the command line prints what the API returns, as the `ollama` CLI does: tables padded
+//! to their widest cell, sizes in decimal units, times relative to now.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// Space between table columns.
+const COLUMN_GAP: &str = "    ";
+
+/// Rows under a header, each column padded to its widest cell; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}{COLUMN_GAP}", width = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes as Ollama's `format.HumanBytes` prints them: `291 MB`, `1.5 GB`, `12 KB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "TB"),
+        (1_000_000_000, "GB"),
+        (1_000_000, "MB"),
+        (1_000, "KB"),
+    ];
+    let Some(&(scale, unit)) = UNITS.iter().find(|(scale, _)| bytes >= *scale) else {
+        return format!("{bytes} B");
+    };
+    let value = bytes as f64 / scale as f64;
+    if value >= 10.0 || value.fract() == 0.0 {
+        format!("{} {unit}", value as u64)
+    } else {
+        format!("{value:.1} {unit}")
+    }
+}
+
+/// A duration in words, as Go's `units.HumanDuration` (which Ollama uses) says it.
+fn human_duration(seconds: i64) -> String {
+    let minutes = seconds / 60;
+    let hours = ((seconds as f64) / 3600.0 + 0.5) as i64;
+    match () {
+        _ if seconds < 1 => "Less than a second".into(),
+        _ if seconds == 1 => "1 second".into(),
+        _ if seconds < 60 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", seconds / 3600 / 24 / 365),
+    }
+}
+
+/// An RFC 3339 time relative to `now`: `2 minutes ago`, `4 minutes from now`, or `Forever`
+/// beyond twenty years ahead (a model kept loaded for good); `fallback` when unreadable.
+pub fn human_time(rfc3339: &str, now: DateTime<Utc>, fallback: &str) -> String {
+    let Ok(at) = DateTime::parse_from_rfc3339(rfc3339) else {
+        return fallback.to_string();
+    };
+    let delta = now.signed_duration_since(at).num_seconds();
+    if delta < -20 * 365 * 24 * 3600 {
+        "Forever".into()
+    } else if delta < 0 {
+        format!("{} from now", human_duration(-delta))
+    } else {
+        format!("{} ago", human_duration(delta))
+    }
+}
+
+/// Where a loaded model runs, from `/api/ps`'s `size` and `size_vram`: `100% CPU`,
+/// `100% GPU`, or the split (`48%/52% CPU/GPU`).
+pub fn processor(size: u64, size_vram: u64) -> String {
+    if size_vram == 0 {
+        "100% CPU".into()
+    } else if size_vram == size {
+        "100% GPU".into()
+    } else if size_vram > size || size == 0 {
+        "Unknown".into()
+    } else {
+        let cpu = ((size - size_vram) as f64 / size as f64 * 100.0).round() as u64;
+        format!("{cpu}%/{}% CPU/GPU", 100 - cpu)
+    }
+}
+
+/// The first 12 hex digits of a digest (`sha256:` dropped).
+pub fn short_id(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.chars().take(12).collect()
+}
+
+/// `herd show`'s summary of an `/api/show` answer: model facts, capabilities, parameters,
+/// system prompt and license, as sections.
+pub fn show_summary(info: &Value) -> String {
+    let model_info = &info["model_info"];
+    let architecture = model_info["general.architecture"].as_str().unwrap_or_default();
+    let arch_value = |key: &str| model_info[format!("{architecture}.{key}")].to_string();
+    let mut model_rows = vec![vec!["architecture".to_string(), architecture.to_string()]];
+    if let Some(size) = info["details"]["parameter_size"].as_str().filter(|s| !s.is_empty()) {
+        model_rows.push(vec!["parameters".into(), size.into()]);
+    }
+    for (label, key) in [
+        ("context length", "context_length"),
+        ("embedding length", "embedding_length"),
+    ] {
+        if !model_info[format!("{architecture}.{key}")].is_null() {
+            model_rows.push(vec![label.into(), arch_value(key)]);
+        }
+    }
+    if let Some(quantization) = info["details"]["quantization_level"].as_str() {
+        model_rows.push(vec!["quantization".into(), quantization.into()]);
+    }
+    let mut sections = vec![("Model", model_rows)];
+    let capabilities: Vec<Vec<String>> = info["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(|c| vec![c.to_string()]))
+        .collect();
+    sections.push(("Capabilities", capabilities));
+    let parameters: Vec<Vec<String>> = info["parameters"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().split_once(char::is_whitespace)?;
+            Some(vec![name.to_string(), value.trim().to_string()])
+        })
+        .collect();
+    sections.push(("Parameters", parameters));
+    for (title, key) in [("System", "system"), ("License", "license")] {
+        let lines: Vec<Vec<String>> = info[key]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(2)
+            .map(|l| vec![l.trim().to_string()])
+            .collect();
+        sections.push((title, lines));
+    }
+    let mut out = String::new();
+    for (title, rows) in sections.into_iter().filter(|(_, rows)| !rows.is_empty()) {
+        out.push_str(&format!("  {title}\n"));
+        let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+        for row in rows {
+            match row.as_slice() {
+                [name, value] => out.push_str(&format!("    {name:<width$}{COLUMN_GAP}{value}\n")),
+                [text] => out.push_str(&format!("    {text}\n")),
+                _ => {}
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Nanoseconds as Go's `time.Duration.String()` writes them: `57.2174ms`, `5.4530945s`, `1m5s`.
+pub fn go_duration(nanos: u64) -> String {
+    let trimmed = |value: f64, decimals: usize| {
+        let text = format!("{value:.decimals$}");
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &text
+        };
+        text.to_string()
+    };
+    match nanos {
+        0 => "0s".into(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", trimmed(n as f64 / 1e3, 3)),
+        n if n < 1_000_000_000 => format!("{}ms", trimmed(n as f64 / 1e6, 6)),
+        n => {
+            let hours = n / 3_600_000_000_000;
+            let minutes = n / 60_000_000_000 % 60;
+            let seconds = trimmed((n % 60_000_000_000) as f64 / 1e9, 9);
+            match (hours, minutes) {
+                (0, 0) => format!("{seconds}s"),
+                (0, m) => format!("{m}m{seconds}s"),
+                (h, m) => format!("{h}h{m}m{seconds}s"),
+            }
+        }
+    }
+}
+
+/// `--verbose`'s statistics after an answer, from its final chunk, as `ollama run` prints them.
+pub fn verbose_stats(last: &Value) -> String {
+    let number = |key: &str| last[key].as_u64().unwrap_or(0);
+    let rate = |count: u64, nanos: u64| {
+        if nanos == 0 {
+            0.0
+        } else {
+            count as f64 / (nanos as f64 / 1e9)
+        }
+    };
+    let mut out = format!(
+        "total duration:       {}
+",
+        go_duration(number("total_duration"))
+    );
+    out += &format!(
+        "load duration:        {}
+",
+        go_duration(number("load_duration"))
+    );
+    let (prompt_count, prompt_nanos) = (number("prompt_eval_count"), number("prompt_eval_duration"));
+    out += &format!(
+        "prompt eval count:    {prompt_count} token(s)
+"
+    );
+    out += &format!(
+        "prompt eval duration: {}
+",
+        go_duration(prompt_nanos)
+    );
+    out += &format!(
+        "prompt eval rate:     {:.2} tokens/s
+",
+        rate(prompt_count, prompt_nanos)
+    );
+    let (count, nanos) = (number("eval_count"), number("eval_duration"));
+    out += &format!(
+        "eval count:           {count} token(s)
+"
+    );
+    out += &format!(
+        "eval duration:        {}
+",
+        go_duration(nanos)
+    );
+    out += &format!(
+        "eval rate:            {:.2} tokens/s
+",
+        rate(count, nanos)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_ollamas_human_bytes() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(291_000_000), "291 MB");
+        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
+        assert_eq!(human_bytes(2_000_000_000), "2 GB");
+        assert_eq!(human_bytes(12_345), "12 KB");
+    }
+
+    #[test]
+    fn times_follow_go_units() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z").unwrap().to_utc();
+        let at = |s| human_time(s, now, "Never");
+        assert_eq!(at("2026-12-02T11:58:00Z"), "2 minutes ago");
+        assert_eq!(at("2026-12-02T12:04:30Z"), "4 minutes from now");
+        assert_eq!(at("2026-12-02T11:59:59.5Z"), "Less than a second ago");
+        assert_eq!(at("2026-12-02T11:59:00Z"), "About a minute ago");
+        assert_eq!(at("2026-12-02T11:00:00Z"), "About an hour ago");
+        assert_eq!(at("2026-11-29T12:00:00Z"), "3 days ago");
+        assert_eq!(at("2318-01-01T00:00:00Z"), "Forever");
+        assert_eq!(at("not a time"), "Never");
+    }
+
+    #[test]
+    fn durations_follow_go() {
+        assert_eq!(go_duration(57_217_400), "57.2174ms");
+        assert_eq!(go_duration(5_453_094_500), "5.4530945s");
+        assert_eq!(go_duration(65_000_000_000), "1m5s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(0), "0s");
+        let stats = verbose_stats(&serde_json::json!({
+            "total_duration": 2_000_000_000u64, "load_duration": 1_000_000,
+            "prompt_eval_count": 10, "prompt_eval_duration": 100_000_000,
+            "eval_count": 20, "eval_duration": 1_000_000_000u64
+        }));
+        assert!(stats.contains("prompt eval rate:     100.00 tokens/s"), "{stats}");
+        assert!(stats.contains("eval rate:            20.00 tokens/s"), "{stats}");
+        assert!(stats.starts_with("total duration:       2s\n"), "{stats}");
+    }
+
+    #[test]
+    fn processor_splits_like_ollama_ps() {
+        assert_eq!(processor(1000, 0), "100% CPU");
+        assert_eq!(processor(1000, 1000), "100% GPU");
+        assert_eq!(processor(1000, 520), "48%/52% CPU/GPU");
+        assert_eq!(processor(0, 5), "Unknown");
+    }
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let rows = vec![vec!["gemma3:270m".into(), "291 MB".into(), "now".into()]];
+        assert_eq!(
+            table(&["NAME", "SIZE", "MODIFIED"], &rows),
+            "NAME           SIZE      MODIFIED\ngemma3:270m    291 MB    now\n"
+        );
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}
