@@ -35,21 +35,37 @@ fn open_streams(s: &TestServer, n: usize, num_predict: u32) -> Vec<std::io::BufR
 
 #[test]
 fn four_clients_decode_together() {
-    let s = parallel_server();
-    let started = Instant::now();
-    // Each stream has produced a token before any has finished: none waits for another.
-    let streams = open_streams(&s, 4, 200);
-    let all_started = started.elapsed();
-    assert_eq!(s.runner_pids().len(), 1, "one runner serves all four");
-    let finals: Vec<Value> = streams.into_iter().map(|r| remaining_lines(r).pop().unwrap()).collect();
-    let total = started.elapsed();
-    for last in &finals {
+    let s = std::sync::Arc::new(parallel_server());
+    // Each client notes when its first token and its final line arrive.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let body = generate_body(
+                    &format!("Story {i}: once upon a time"),
+                    json!({"options": {"num_predict": 200}}),
+                );
+                let mut reader = s.open_stream("/api/generate", &body);
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let first_token = Instant::now();
+                let last = remaining_lines(reader).pop().unwrap();
+                (first_token, Instant::now(), last)
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    for (_, _, last) in &results {
         assert_eq!(last["done"], true, "{last}");
         assert_eq!(last["eval_count"], 200, "{last}");
     }
+    assert_eq!(s.runner_pids().len(), 1, "one runner serves all four");
+    // None waits for another: every stream has its first token before any has finished.
+    let last_first_token = results.iter().map(|r| r.0).max().unwrap();
+    let first_done = results.iter().map(|r| r.1).min().unwrap();
     assert!(
-        all_started * 4 < total,
-        "the four streams did not overlap: all started after {all_started:?}, done after {total:?}"
+        last_first_token < first_done,
+        "a stream started only after another had finished"
     );
 }
 
