@@ -17,7 +17,7 @@ use crate::gguf;
 use crate::keep_alive::KeepAlive;
 use crate::model::Model;
 use crate::options::ResolvedOptions;
-use crate::placement::{self, compute_bytes, LoadCost, Placement};
+use crate::placement::{compute_bytes, LoadCost};
 use crate::prompt::ChatTemplate;
 use crate::scheduler::{Lease, LoadRequest, Scheduler};
 use crate::store::Store;
@@ -200,7 +200,7 @@ impl Inference {
                 None => ChatTemplate::go(PLAIN_TEMPLATE)?,
             },
         };
-        let placement = self.place(&model, &options);
+        let cost = self.load_cost(&model, &options);
         let load = LoadRequest {
             name: model.stored.name.to_string(),
             digest: model.stored.digest.hex().to_string(),
@@ -211,13 +211,10 @@ impl Inference {
                 parallel: options.num_parallel,
                 threads: options.num_thread,
                 batch_size: options.num_batch,
-                gpu_layers: placement.gpu_layers,
-                main_gpu: placement.gpu,
+                num_gpu: options.num_gpu,
             },
             keep_alive,
-            estimated_bytes: placement.system_bytes,
-            vram_bytes: placement.vram_bytes,
-            placement_requested: options.num_gpu >= 0,
+            cost,
         };
         Ok(Prepared {
             model,
@@ -227,9 +224,9 @@ impl Inference {
         })
     }
 
-    /// Where a runner of `model` with `options` goes and the memory it takes: its weights,
-    /// adapter, KV cache and compute buffers, split between a GPU and system memory.
-    fn place(&self, model: &Model, options: &ResolvedOptions) -> Placement {
+    /// What a runner of `model` with `options` takes: its weights by layer, adapter, KV cache
+    /// and compute buffers (placed on a GPU or not when it loads).
+    fn load_cost(&self, model: &Model, options: &ResolvedOptions) -> LoadCost {
         let facts = self.gguf_facts(&model.model_path);
         let file_size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
         // llama.cpp clamps a longer context to the training one.
@@ -244,13 +241,12 @@ impl Inference {
             // No layer table (an odd file): count the whole file as CPU weights.
             weights.embedding = file_size(&model.model_path);
         }
-        let cost = LoadCost {
+        LoadCost {
             weights,
             kv_cache: facts.kv_layout.map_or(0, |kv| kv.cache_bytes(context, parallel, batch)),
             compute: compute_bytes(facts.embedding_length, facts.head_count, context, batch),
             cpu_only: model.adapter_path.as_deref().map_or(0, file_size),
-        };
-        placement::place(&cost, &crate::hardware::gpus(), options.num_gpu)
+        }
     }
 
     fn gguf_facts(&self, path: &std::path::Path) -> GgufFacts {

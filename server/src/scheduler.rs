@@ -1,5 +1,6 @@
-//! Decides which runner serves a request: loads a model on first use, shares its runner
-//! while it is in use, and unloads it `keep_alive` after its last request ends.
+//! Decides which runner serves a request: loads a model on first use (its layers placed by
+//! the VRAM free then), shares its runner while it is in use, and unloads it `keep_alive`
+//! after its last request ends.
 //!
 //! One model loads at a time (loads compete for the same memory). A runner whose load
 //! options differ from a new request's is retired: it finishes what it serves and then stops.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::keep_alive::KeepAlive;
+use crate::placement::{self, LoadCost};
 use crate::supervisor::{LoadSpec, RunnerClient, RunnerError, WeightsKey};
 
 /// How long a runner gets to exit on its own when unloaded.
@@ -27,14 +29,9 @@ pub struct LoadRequest {
     pub spec: LoadSpec,
     /// The request's keep-alive; `None` keeps the current one (or the default on load).
     pub keep_alive: Option<KeepAlive>,
-    /// System memory the runner will take: weights, adapter, KV cache and compute buffers
-    /// not on a GPU (0: unknown).
-    pub estimated_bytes: u64,
-    /// VRAM it will take.
-    pub vram_bytes: u64,
-    /// Whether the request chose the GPU layers (`num_gpu`): a runner placed otherwise is
-    /// replaced. Without it, any placement serves (free VRAM changes once a model loads).
-    pub placement_requested: bool,
+    /// What loading it takes (weights, KV cache, compute buffers): placed on a GPU and in
+    /// system memory when it loads, by the VRAM free then.
+    pub cost: LoadCost,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -185,11 +182,13 @@ impl Scheduler {
                 self.inner.unload(&previous).await;
             }
         }
-        self.make_room(request).await?;
-        tracing::info!(model = %request.name, spec = ?request.spec, estimated_bytes = request.estimated_bytes, "loading model");
+        let placement = placement::place(&request.cost, &crate::hardware::gpus(), request.spec.num_gpu);
+        self.make_room(request, placement.system_bytes).await?;
+        tracing::info!(model = %request.name, spec = ?request.spec, ?placement, "loading model");
         let client = RunnerClient::start(
             &self.inner.runner_path,
             request.spec.clone(),
+            &placement,
             self.inner.load_timeout,
             self.inner.health_timeout,
         )
@@ -197,9 +196,9 @@ impl Scheduler {
         let loaded = Arc::new(Loaded {
             name: request.name.clone(),
             digest: request.digest.clone(),
-            estimated_bytes: request.estimated_bytes,
+            estimated_bytes: placement.system_bytes,
             vram_bytes: if client.facts.gpu_layers > 0 {
-                request.vram_bytes
+                placement.vram_bytes
             } else {
                 0
             },
@@ -226,7 +225,7 @@ impl Scheduler {
     /// `HERD_MAX_LOADED_MODELS` and fits in the memory available; waits (up to the load
     /// timeout) for a busy one to go idle. Refuses at once what would not fit in memory even
     /// with every runner gone, instead of letting the OS kill something.
-    async fn make_room(&self, request: &LoadRequest) -> Result<(), RunnerError> {
+    async fn make_room(&self, request: &LoadRequest, needed: u64) -> Result<(), RunnerError> {
         let deadline = Instant::now() + self.inner.load_timeout;
         loop {
             let loaded: Vec<Arc<Loaded>> = self
@@ -236,15 +235,15 @@ impl Scheduler {
                 .map(|all| all.values().filter(|l| l.client.is_alive()).cloned().collect())
                 .unwrap_or_default();
             let available = crate::hardware::available_memory();
-            let short = available > 0 && request.estimated_bytes > available;
+            let short = available > 0 && needed > available;
             if loaded.len() < self.inner.max_loaded && !short {
                 return Ok(());
             }
             if short {
                 let freeable: u64 = loaded.iter().map(|l| l.estimated_bytes).sum();
-                if request.estimated_bytes > available + freeable {
+                if needed > available + freeable {
                     return Err(RunnerError::DoesNotFit {
-                        needed: request.estimated_bytes,
+                        needed,
                         available: available + freeable,
                     });
                 }
@@ -272,7 +271,7 @@ impl Scheduler {
             all.remove(&request.spec.weights());
             return None;
         }
-        if !loaded.client.spec.serves(&request.spec, request.placement_requested) {
+        if loaded.client.spec != request.spec {
             return None;
         }
         let mut state = loaded.state.lock().ok()?;

@@ -22,6 +22,8 @@ use interprocess::local_socket::GenericFilePath;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::placement::Placement;
+
 /// How a runner is started; two requests can share a runner only if these are equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadSpec {
@@ -37,10 +39,8 @@ pub struct LoadSpec {
     pub threads: u32,
     /// Most tokens per decode call.
     pub batch_size: u32,
-    /// Layers offloaded to a GPU.
-    pub gpu_layers: u32,
-    /// The GPU that takes them.
-    pub main_gpu: Option<u32>,
+    /// GPU layers asked for (`num_gpu`); negative: decided at load from the free VRAM.
+    pub num_gpu: i32,
 }
 
 /// The weights a runner serves: the model and its adapter. One runner per key; a request
@@ -48,21 +48,6 @@ pub struct LoadSpec {
 pub type WeightsKey = (PathBuf, Option<PathBuf>);
 
 impl LoadSpec {
-    /// Whether a runner started with `self` can serve a request for `wanted`: the same load
-    /// options, and the same GPU placement when the request asked for one.
-    pub fn serves(&self, wanted: &LoadSpec, compare_placement: bool) -> bool {
-        let unplaced = |spec: &LoadSpec| LoadSpec {
-            gpu_layers: 0,
-            main_gpu: None,
-            ..spec.clone()
-        };
-        if compare_placement {
-            self == wanted
-        } else {
-            unplaced(self) == unplaced(wanted)
-        }
-    }
-
     /// The weights this spec loads.
     pub fn weights(&self) -> WeightsKey {
         (self.model_path.clone(), self.adapter_path.clone())
@@ -147,10 +132,12 @@ pub struct RunnerClient {
 }
 
 impl RunnerClient {
-    /// Starts a runner for `spec` and waits until its model is loaded.
+    /// Starts a runner for `spec`, with its layers where `placement` puts them, and waits
+    /// until its model is loaded.
     pub async fn start(
         runner_path: &std::path::Path,
         spec: LoadSpec,
+        placement: &Placement,
         load_timeout: Duration,
         health_timeout: Duration,
     ) -> Result<Arc<Self>, RunnerError> {
@@ -173,9 +160,10 @@ impl RunnerClient {
             .args(["--parallel", &spec.parallel.to_string()])
             .args(["--threads", &spec.threads.to_string()])
             .args(["--batch-size", &spec.batch_size.to_string()])
-            .args(["--gpu-layers", &spec.gpu_layers.to_string()])
+            .args(["--gpu-layers", &placement.gpu_layers.to_string()])
             .args(
-                spec.main_gpu
+                placement
+                    .gpu
                     .iter()
                     .flat_map(|gpu| ["--main-gpu".to_string(), gpu.to_string()]),
             )
