@@ -75,61 +75,38 @@ def stream(url: str, body: dict):
                 yield time.perf_counter(), json.loads(line)
 
 
-def run_herd(base: str, prompt: str) -> dict:
-    body = {"model": "bench", "prompt": prompt, "raw": True, "stream": True,
-            "options": {"temperature": 0, "num_predict": PREDICT, "num_ctx": CTX}}
+def timed_generation(url: str, body: dict, text_key: str, is_final) -> dict:
+    """Streams one completion; returns the time to first text, the total time and the
+    final line (the one `is_final` picks)."""
     start = time.perf_counter()
     first = None
     final = None
-    for at, line in stream(base + "/api/generate", body):
-        if first is None and line.get("response"):
-            first = at
-        if line.get("done"):
-            final = line
-    return {"ttft": first - start, "decode": final["eval_count"] / final["eval_duration"] * 1e9,
-            "prefill": final["prompt_eval_count"] / final["prompt_eval_duration"] * 1e9,
-            "prompt_tokens": final["prompt_eval_count"], "tokens": final["eval_count"]}
-
-
-def run_peer(base: str, prompt: str) -> dict:
-    body = {"prompt": prompt, "n_predict": PREDICT, "temperature": 0, "stream": True, "cache_prompt": True}
-    start = time.perf_counter()
-    first = None
-    final = None
-    for at, line in stream(base + "/completion", body):
-        if first is None and line.get("content"):
-            first = at
-        if line.get("stop"):
-            final = line
-    t = final["timings"]
-    return {"ttft": first - start, "decode": t["predicted_per_second"], "prefill": t["prompt_per_second"],
-            "prompt_tokens": t["prompt_n"], "tokens": t["predicted_n"]}
-
-
-def timed_generation(url: str, body: dict, text_key: str, final_count) -> dict:
-    """Streams one completion: time to first text, tokens (from the final line, where
-    `final_count` finds them) and total time."""
-    start = time.perf_counter()
-    first = None
-    tokens = 0
     for at, line in stream(url, body):
         if first is None and line.get(text_key):
             first = at
-        tokens = final_count(line) or tokens
-    return {"ttft": (first or time.perf_counter()) - start, "tokens": tokens, "total": time.perf_counter() - start}
+        if is_final(line):
+            final = line
+    total = time.perf_counter() - start
+    return {"ttft": (first - start) if first else total, "total": total, "final": final}
 
 
-def generate_herd(base: str, prompt: str, predict: int) -> dict:
+def run_herd(base: str, prompt: str, predict: int = PREDICT) -> dict:
     body = {"model": "bench", "prompt": prompt, "raw": True, "stream": True,
             "options": {"temperature": 0, "num_predict": predict, "num_ctx": CTX}}
-    return timed_generation(base + "/api/generate", body, "response",
-                            lambda line: line.get("done") and line["eval_count"])
+    g = timed_generation(base + "/api/generate", body, "response", lambda line: line.get("done"))
+    f = g["final"]
+    return {"ttft": g["ttft"], "total": g["total"],
+            "decode": f["eval_count"] / max(f["eval_duration"], 1) * 1e9,
+            "prefill": f["prompt_eval_count"] / max(f["prompt_eval_duration"], 1) * 1e9,
+            "prompt_tokens": f["prompt_eval_count"], "tokens": f["eval_count"]}
 
 
-def generate_peer(base: str, prompt: str, predict: int) -> dict:
+def run_peer(base: str, prompt: str, predict: int = PREDICT) -> dict:
     body = {"prompt": prompt, "n_predict": predict, "temperature": 0, "stream": True, "cache_prompt": True}
-    return timed_generation(base + "/completion", body, "content",
-                            lambda line: line.get("stop") and line["timings"]["predicted_n"])
+    g = timed_generation(base + "/completion", body, "content", lambda line: line.get("stop"))
+    t = g["final"]["timings"]
+    return {"ttft": g["ttft"], "total": g["total"], "decode": t["predicted_per_second"],
+            "prefill": t["prompt_per_second"], "prompt_tokens": t["prompt_n"], "tokens": t["predicted_n"]}
 
 
 def aggregate(generate, base: str, clients: int, run: int) -> float:
@@ -226,9 +203,9 @@ def round_trips(base: str, peer_base: str, direct: DirectRunner, runs: int) -> d
     llama-server over HTTP, taken in turn (the first round is a warm-up)."""
     trips = {"herd": [], "direct": [], "peer": []}
     for i in range(runs + 1):
-        herd = generate_herd(base, "Hi", 1)["total"]
+        herd = run_herd(base, "Hi", 1)["total"]
         alone = direct.round_trip("Hi")
-        peer = generate_peer(peer_base, "Hi", 1)["total"]
+        peer = run_peer(peer_base, "Hi", 1)["total"]
         if i > 0:
             trips["herd"].append(herd)
             trips["direct"].append(alone)
@@ -320,7 +297,7 @@ def main() -> None:
         unloaded_rss = rss_bytes(herd.pid)
         stop_all()
         herd, base, peer_base = start_pair(SLOTS)
-        concurrency = measure_concurrency({"herd": (generate_herd, base), "peer": (generate_peer, peer_base)},
+        concurrency = measure_concurrency({"herd": (run_herd, base), "peer": (run_peer, peer_base)},
                                           a.runs)
     finally:
         stop_all()

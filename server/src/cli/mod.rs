@@ -216,57 +216,36 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Create { name, file } => create(&client, &name, &file).await,
         Command::List { json } => {
-            let tags = client.get("/api/tags").await?;
-            if json {
-                return print_json(&tags);
-            }
-            let now = chrono::Utc::now();
-            let rows: Vec<Vec<String>> = tags["models"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| {
-                    vec![
-                        text(&m["name"]),
-                        display::short_id(m["digest"].as_str().unwrap_or_default()),
-                        display::human_bytes(m["size"].as_u64().unwrap_or_default()),
-                        display::human_time(m["modified_at"].as_str().unwrap_or_default(), now, "Unknown"),
-                    ]
-                })
-                .collect();
-            print!("{}", display::table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows));
-            Ok(())
+            let header = ["NAME", "ID", "SIZE", "MODIFIED"];
+            print_listing(&client, "/api/tags", json, &header, |m, now| {
+                vec![
+                    text(&m["name"]),
+                    display::short_id(m["digest"].as_str().unwrap_or_default()),
+                    display::human_bytes(m["size"].as_u64().unwrap_or_default()),
+                    display::human_time(m["modified_at"].as_str().unwrap_or_default(), now, "Unknown"),
+                ]
+            })
+            .await
         }
         Command::Ps { json } => {
-            let ps = client.get("/api/ps").await?;
-            if json {
-                return print_json(&ps);
-            }
-            let now = chrono::Utc::now();
-            let rows: Vec<Vec<String>> = ps["models"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| {
-                    let size = m["size"].as_u64().unwrap_or_default();
-                    let expires = m["expires_at"].as_str().unwrap_or_default();
-                    let until = match chrono::DateTime::parse_from_rfc3339(expires) {
-                        Ok(at) if at < now => "Stopping...".to_string(),
-                        _ => display::human_time(expires, now, "Never"),
-                    };
-                    vec![
-                        text(&m["name"]),
-                        display::short_id(m["digest"].as_str().unwrap_or_default()),
-                        display::human_bytes(size),
-                        display::processor(size, m["size_vram"].as_u64().unwrap_or_default()),
-                        m["context_length"].to_string(),
-                        until,
-                    ]
-                })
-                .collect();
             let header = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"];
-            print!("{}", display::table(&header, &rows));
-            Ok(())
+            print_listing(&client, "/api/ps", json, &header, |m, now| {
+                let size = m["size"].as_u64().unwrap_or_default();
+                let expires = m["expires_at"].as_str().unwrap_or_default();
+                let until = match chrono::DateTime::parse_from_rfc3339(expires) {
+                    Ok(at) if at < now => "Stopping...".to_string(),
+                    _ => display::human_time(expires, now, "Never"),
+                };
+                vec![
+                    text(&m["name"]),
+                    display::short_id(m["digest"].as_str().unwrap_or_default()),
+                    display::human_bytes(size),
+                    display::processor(size, m["size_vram"].as_u64().unwrap_or_default()),
+                    m["context_length"].to_string(),
+                    until,
+                ]
+            })
+            .await
         }
         Command::Show { name, part, json } => {
             let info: Value = client
@@ -364,6 +343,30 @@ pub async fn print_version() -> anyhow::Result<()> {
             eprintln!("Warning: client version is {client_version}");
         }
     }
+    Ok(())
+}
+
+/// `herd list` and `herd ps`: the `models` of `path` as a table of `row`s, or the answer's
+/// JSON with `--json`.
+async fn print_listing(
+    client: &Client,
+    path: &str,
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&Value, chrono::DateTime<chrono::Utc>) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let answer = client.get(path).await?;
+    if json {
+        return print_json(&answer);
+    }
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = answer["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| row(m, now))
+        .collect();
+    print!("{}", display::table(header, &rows));
     Ok(())
 }
 
