@@ -87,19 +87,23 @@ async fn collect(mut generation: Generation) -> Result<(String, FinalMetrics), H
     Err(HerdError::Internal("generation ended without a result".into()))
 }
 
-fn generate_chunk(model: &str, text: String, done: Option<&FinalMetrics>) -> Value {
+/// Builds one `/api/generate` or `/api/chat` chunk: model, text, the final metrics (on the
+/// last chunk) and, for generate, the `context` tokens.
+type ChunkBuilder = fn(&str, String, Option<Metrics>, Option<Vec<i32>>) -> Value;
+
+fn generate_chunk(model: &str, text: String, metrics: Option<Metrics>, context: Option<Vec<i32>>) -> Value {
     let chunk = GenerateChunk {
         model: model.to_string(),
         created_at: now_rfc3339(),
         response: text,
-        done: done.is_some(),
-        context: done.and_then(|d| d.runner.tokens.clone()),
-        metrics: done.map(metrics),
+        done: metrics.is_some(),
+        context,
+        metrics,
     };
     serde_json::to_value(chunk).unwrap_or_default()
 }
 
-fn chat_chunk(model: &str, text: String, done: Option<&FinalMetrics>) -> Value {
+fn chat_chunk(model: &str, text: String, metrics: Option<Metrics>, _context: Option<Vec<i32>>) -> Value {
     let chunk = ChatChunk {
         model: model.to_string(),
         created_at: now_rfc3339(),
@@ -107,70 +111,58 @@ fn chat_chunk(model: &str, text: String, done: Option<&FinalMetrics>) -> Value {
             role: "assistant",
             content: text,
         },
-        done: done.is_some(),
-        metrics: done.map(metrics),
+        done: metrics.is_some(),
+        metrics,
     };
     serde_json::to_value(chunk).unwrap_or_default()
+}
+
+/// Answers a generate or chat outcome: one object (load, unload, render, `"stream": false`)
+/// or an NDJSON stream of chunks.
+async fn reply_outcome(outcome: Result<Outcome, HerdError>, model: String, stream: bool, chunk: ChunkBuilder) -> Reply {
+    let last = |done: &FinalMetrics| (Some(metrics(done)), done.runner.tokens.clone());
+    match outcome {
+        Err(e) => reply::herd_error(&e),
+        Ok(Outcome::Loaded { load_duration }) => reply::json(
+            200,
+            &chunk(&model, String::new(), Some(done_only("load", load_duration)), None),
+        ),
+        Ok(Outcome::Unloaded) => reply::json(
+            200,
+            &chunk(
+                &model,
+                String::new(),
+                Some(done_only("unload", Default::default())),
+                None,
+            ),
+        ),
+        Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
+        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |text, done| {
+            let (metrics, context) = done.map(last).unwrap_or_default();
+            chunk(&model, text, metrics, context)
+        })),
+        Ok(Outcome::Streaming(generation)) => match collect(generation).await {
+            Ok((text, done)) => {
+                let (metrics, context) = last(&done);
+                reply::json(200, &chunk(&model, text, metrics, context))
+            }
+            Err(e) => reply::herd_error(&e),
+        },
+    }
 }
 
 /// `POST /api/generate`.
 pub async fn generate(state: Arc<AppState>, body: Bytes) -> Reply {
     let request: GenerateRequest = body_or_reply!(body);
-    let model = request.model.clone();
     let outcome = state.inference.generate(&request).await;
-    let stream = request.stream.unwrap_or(true);
-    let final_chunk = |metrics: Metrics| GenerateChunk {
-        model: model.clone(),
-        created_at: now_rfc3339(),
-        response: String::new(),
-        done: true,
-        context: None,
-        metrics: Some(metrics),
-    };
-    match outcome {
-        Err(e) => reply::herd_error(&e),
-        Ok(Outcome::Loaded { load_duration }) => reply::json(200, &final_chunk(done_only("load", load_duration))),
-        Ok(Outcome::Unloaded) => reply::json(200, &final_chunk(done_only("unload", Default::default()))),
-        Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
-        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |text, done| {
-            generate_chunk(&model, text, done)
-        })),
-        Ok(Outcome::Streaming(generation)) => match collect(generation).await {
-            Ok((text, done)) => reply::json(200, &generate_chunk(&model, text, Some(&done))),
-            Err(e) => reply::herd_error(&e),
-        },
-    }
+    reply_outcome(outcome, request.model, request.stream.unwrap_or(true), generate_chunk).await
 }
 
 /// `POST /api/chat`.
 pub async fn chat(state: Arc<AppState>, body: Bytes) -> Reply {
     let request: ChatRequest = body_or_reply!(body);
-    let model = request.model.clone();
     let outcome = state.inference.chat(&request).await;
-    let stream = request.stream.unwrap_or(true);
-    let final_chunk = |metrics: Metrics| ChatChunk {
-        model: model.clone(),
-        created_at: now_rfc3339(),
-        message: ChatMessageOut {
-            role: "assistant",
-            content: String::new(),
-        },
-        done: true,
-        metrics: Some(metrics),
-    };
-    match outcome {
-        Err(e) => reply::herd_error(&e),
-        Ok(Outcome::Loaded { load_duration }) => reply::json(200, &final_chunk(done_only("load", load_duration))),
-        Ok(Outcome::Unloaded) => reply::json(200, &final_chunk(done_only("unload", Default::default()))),
-        Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
-        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |text, done| {
-            chat_chunk(&model, text, done)
-        })),
-        Ok(Outcome::Streaming(generation)) => match collect(generation).await {
-            Ok((text, done)) => reply::json(200, &chat_chunk(&model, text, Some(&done))),
-            Err(e) => reply::herd_error(&e),
-        },
-    }
+    reply_outcome(outcome, request.model, request.stream.unwrap_or(true), chat_chunk).await
 }
 
 fn debug_info(model: &str, prompt: String) -> Value {
