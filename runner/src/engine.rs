@@ -542,7 +542,15 @@ impl<'m> Engine<'m> {
         let Some(mut active) = self.slots[index].active.take() else {
             return;
         };
-        if reason != DoneReason::Cancelled {
+        if reason == DoneReason::Cancelled {
+            tracing::info!(
+                id = active.id,
+                prompt_evaluated = self.slots[index].cached.len().min(active.prompt.len()),
+                prompt_tokens = active.prompt.len(),
+                generated = active.generated.len(),
+                "request cancelled"
+            );
+        } else {
             let tail = active.output.finish();
             if !tail.is_empty() {
                 self.send(RunnerMessage::Piece {
