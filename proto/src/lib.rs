@@ -11,4 +11,4 @@ mod messages;
 pub use messages::*;
 
 /// Bumped on any incompatible change to the messages; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

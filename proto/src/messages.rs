@@ -17,6 +17,12 @@ pub enum ServerMessage {
     Detokenize { id: RequestId, tokens: Vec<i32> },
     /// Ask whether the engine loop is responsive; answered by `Healthy`.
     Health { id: RequestId },
+    /// Turn a structured-output format into a GBNF grammar the model can sample under;
+    /// answered by `Grammar` or, when it cannot be turned into one, `Failed`.
+    CompileFormat { id: RequestId, format: OutputFormat },
+    /// Embed each input (special tokens parsed, BOS added as the model wants); answered by
+    /// `Embeddings` or `Failed`. An input longer than the context is cut to fit.
+    Embed { id: RequestId, inputs: Vec<String> },
     /// Finish in-flight work quickly and exit.
     Shutdown,
 }
@@ -38,6 +44,24 @@ pub struct CompletionRequest {
     pub stop: Vec<String>,
     /// Return the prompt and generated token ids in `Done` (for `/api/generate`'s `context`).
     pub return_tokens: bool,
+    /// A GBNF grammar (from `CompileFormat`) every generated token must keep valid.
+    pub grammar: Option<String>,
+}
+
+/// A structured-output format, as `format` gives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "schema", rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Any JSON object.
+    Json,
+    /// JSON that validates against this schema (its JSON text).
+    Schema(String),
+    /// A tool call: `prefix`, JSON valid for `schema`, then `suffix` (the template's tags).
+    ToolCall {
+        schema: String,
+        prefix: String,
+        suffix: String,
+    },
 }
 
 impl CompletionRequest {
@@ -118,6 +142,15 @@ pub enum RunnerMessage {
     Text { id: RequestId, text: String },
     /// Answer to `Health`.
     Healthy { id: RequestId, busy_slots: u32 },
+    /// Answer to `CompileFormat`: the GBNF grammar.
+    Grammar { id: RequestId, grammar: String },
+    /// Answer to `Embed`: one vector per input (as the model pools them, not normalised)
+    /// and the tokens evaluated in all.
+    Embeddings {
+        id: RequestId,
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: u32,
+    },
 }
 
 /// What the runner learned about the model while loading it.

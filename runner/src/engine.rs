@@ -13,9 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use herd_proto::{
-    CompletionMetrics, CompletionRequest, DoneReason, ModelFacts, RequestId, RunnerMessage, ServerMessage,
+    CompletionMetrics, CompletionRequest, DoneReason, ModelFacts, OutputFormat, RequestId, RunnerMessage, ServerMessage,
 };
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -26,7 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::output::{Emit, TextOutput};
-use crate::sampling::build_sampler;
+use crate::sampling::{build_sampler, sample_constrained, JSON_GRAMMAR};
 
 /// How the model is loaded; fixed for the life of the runner.
 #[derive(Clone, Debug)]
@@ -126,7 +126,18 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
     if events.send(RunnerMessage::Loaded(facts)).is_err() {
         return;
     }
-    let mut engine = Engine::new(&model, ctx, context_length, parallel, config.batch_size, events);
+    let mut engine = Engine::new(
+        &backend,
+        &model,
+        ctx,
+        EngineShape {
+            context_length,
+            parallel,
+            batch_size: config.batch_size,
+            threads: config.threads,
+        },
+        events,
+    );
     engine.serve(&commands);
 }
 
@@ -145,12 +156,60 @@ fn load_failed(events: &Events, error: String) {
     let _ = events.send(RunnerMessage::LoadFailed { error });
 }
 
+/// `grammar` with literal text before and after it: its `root` rule renamed, a new root
+/// around it.
+fn wrap_grammar(grammar: &str, prefix: &str, suffix: &str) -> String {
+    let literal = |text: &str| {
+        let escaped: String = text
+            .chars()
+            .map(|c| match c {
+                '"' => "\\\"".to_string(),
+                '\\' => "\\\\".to_string(),
+                '\n' => "\\n".to_string(),
+                '\r' => "\\r".to_string(),
+                '\t' => "\\t".to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        format!("\"{escaped}\"")
+    };
+    let body: Vec<String> = grammar
+        .lines()
+        .map(|line| match line.strip_prefix("root ::=") {
+            Some(rest) => format!("herd-wrapped ::={rest}"),
+            None => line.to_string(),
+        })
+        .collect();
+    let sequence: Vec<String> = [literal(prefix), "herd-wrapped".to_string(), literal(suffix)]
+        .into_iter()
+        .filter(|part| part != "\"\"")
+        .collect();
+    format!("root ::= {}\n{}\n", sequence.join(" "), body.join("\n"))
+}
+
+/// How the model's embeddings are pooled into one vector: the GGUF's `<arch>.pooling_type`,
+/// else the last token's (what Ollama's runner falls back to for generative models).
+fn pooling_type(model: &LlamaModel) -> LlamaPoolingType {
+    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    let declared = model
+        .meta_val_str(&format!("{architecture}.pooling_type"))
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(LlamaPoolingType::from);
+    match declared {
+        Some(pooling @ (LlamaPoolingType::Mean | LlamaPoolingType::Cls | LlamaPoolingType::Last)) => pooling,
+        _ => LlamaPoolingType::Last,
+    }
+}
+
 /// A request in flight, bound to a slot.
 struct Active {
     id: RequestId,
     /// The (possibly truncated) prompt.
     prompt: Vec<LlamaToken>,
     sampler: LlamaSampler,
+    /// The structured-output grammar, consulted only for tokens the sampler picks.
+    grammar: Option<LlamaSampler>,
     output: TextOutput,
     generated: Vec<LlamaToken>,
     /// The token sampled last, not yet in the KV cache.
@@ -175,9 +234,21 @@ struct Slot {
     last_used: Instant,
 }
 
+/// The sizes the engine was loaded with.
+struct EngineShape {
+    context_length: u32,
+    parallel: u32,
+    batch_size: u32,
+    threads: i32,
+}
+
 struct Engine<'m> {
+    backend: &'m LlamaBackend,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// A second context that pools embeddings, made on the first `Embed`.
+    embedding_ctx: Option<LlamaContext<'m>>,
+    threads: i32,
     slots: Vec<Slot>,
     waiting: VecDeque<CompletionRequest>,
     batch: LlamaBatch<'static>,
@@ -191,13 +262,18 @@ struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     fn new(
+        backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
-        context_length: u32,
-        parallel: u32,
-        batch_size: u32,
+        shape: EngineShape,
         events: Events,
     ) -> Self {
+        let EngineShape {
+            context_length,
+            parallel,
+            batch_size,
+            threads,
+        } = shape;
         let slots = (0..parallel as i32)
             .map(|seq| Slot {
                 seq,
@@ -207,8 +283,11 @@ impl<'m> Engine<'m> {
             })
             .collect();
         Self {
+            backend,
             model,
             ctx,
+            embedding_ctx: None,
+            threads,
             slots,
             waiting: VecDeque::new(),
             batch: LlamaBatch::new(batch_size as usize, parallel as i32),
@@ -269,8 +348,92 @@ impl<'m> Engine<'m> {
                 let busy_slots = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
                 self.send(RunnerMessage::Healthy { id, busy_slots });
             }
+            ServerMessage::CompileFormat { id, format } => match self.compile_format(&format) {
+                Ok(grammar) => self.send(RunnerMessage::Grammar { id, grammar }),
+                Err(error) => self.send(RunnerMessage::Failed { id, error }),
+            },
+            ServerMessage::Embed { id, inputs } => match self.embed(&inputs) {
+                Ok((vectors, prompt_tokens)) => self.send(RunnerMessage::Embeddings {
+                    id,
+                    vectors,
+                    prompt_tokens,
+                }),
+                Err(error) => self.send(RunnerMessage::Failed { id, error }),
+            },
             ServerMessage::Shutdown => {}
         }
+    }
+
+    /// The GBNF grammar for a structured-output format, checked to load.
+    fn compile_format(&self, format: &OutputFormat) -> Result<String, String> {
+        let from_schema = |schema: &str, what: &str| {
+            llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+                format!(
+                    "invalid JSON schema in {what}: llama.cpp cannot turn it into a grammar \
+                     (an unsupported keyword, a reference to nothing or a contradiction)"
+                )
+            })
+        };
+        let grammar = match format {
+            OutputFormat::Json => JSON_GRAMMAR.to_string(),
+            OutputFormat::Schema(schema) => from_schema(schema, "format")?,
+            OutputFormat::ToolCall { schema, prefix, suffix } => {
+                wrap_grammar(&from_schema(schema, "the tool parameters")?, prefix, suffix)
+            }
+        };
+        LlamaSampler::grammar(self.model, &grammar, "root")
+            .map_err(|e| format!("invalid JSON schema in format: its grammar does not load: {e}"))?;
+        Ok(grammar)
+    }
+
+    /// Embeds each input in the pooling context, one sequence at a time; returns the vectors
+    /// and the tokens evaluated. Inputs longer than the context are cut to fit.
+    fn embed(&mut self, inputs: &[String]) -> Result<(Vec<Vec<f32>>, u32), String> {
+        if self.embedding_ctx.is_none() {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(self.context_length))
+                .with_n_batch(self.context_length)
+                .with_n_ubatch(self.context_length)
+                .with_n_seq_max(1)
+                .with_embeddings(true)
+                .with_pooling_type(pooling_type(self.model))
+                .with_n_threads(self.threads)
+                .with_n_threads_batch(self.threads);
+            let ctx = self
+                .model
+                .new_context(self.backend, params)
+                .map_err(|e| format!("unable to create the embedding context: {e}"))?;
+            self.embedding_ctx = Some(ctx);
+        }
+        let limit = self.context_length as usize;
+        let mut tokenized = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let mut tokens = self.tokenize(input);
+            tokens.truncate(limit);
+            tokenized.push(tokens);
+        }
+        let ctx = self.embedding_ctx.as_mut().expect("made above");
+        let mut batch = LlamaBatch::new(limit, 1);
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut evaluated = 0;
+        for tokens in tokenized {
+            if tokens.is_empty() {
+                return Err("cannot embed an input that has no tokens".into());
+            }
+            ctx.clear_kv_cache();
+            batch.clear();
+            batch
+                .add_sequence(&tokens, 0, false)
+                .map_err(|e| format!("embedding batch: {e}"))?;
+            ctx.decode(&mut batch)
+                .map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+            let vector = ctx
+                .embeddings_seq_ith(0)
+                .map_err(|_| "llama.cpp produced no pooled embedding".to_string())?;
+            vectors.push(vector.to_vec());
+            evaluated += tokens.len() as u32;
+        }
+        Ok((vectors, evaluated))
     }
 
     fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
@@ -309,6 +472,21 @@ impl<'m> Engine<'m> {
                 });
                 continue;
             }
+            let grammar = match request
+                .grammar
+                .as_deref()
+                .map(|g| LlamaSampler::grammar(self.model, g, "root"))
+            {
+                None => None,
+                Some(Ok(grammar)) => Some(grammar),
+                Some(Err(e)) => {
+                    self.send(RunnerMessage::Failed {
+                        id: request.id,
+                        error: format!("the format's grammar does not load: {e}"),
+                    });
+                    continue;
+                }
+            };
             let (index, reused) = self.place(&prompt);
             let slot = &mut self.slots[index];
             slot.last_used = Instant::now();
@@ -317,6 +495,7 @@ impl<'m> Engine<'m> {
             slot.active = Some(Active {
                 id: request.id,
                 sampler,
+                grammar,
                 output: TextOutput::new(&request.stop),
                 generated: Vec::new(),
                 next_token: None,
@@ -502,7 +681,10 @@ impl<'m> Engine<'m> {
     fn sample(&mut self, index: usize, logits_index: i32) {
         let slot = &mut self.slots[index];
         let Some(active) = slot.active.as_mut() else { return };
-        let token = active.sampler.sample(&self.ctx, logits_index);
+        let token = match active.grammar.as_mut() {
+            Some(grammar) => sample_constrained(&mut active.sampler, grammar, &self.ctx, logits_index),
+            None => active.sampler.sample(&self.ctx, logits_index),
+        };
         if active.first_token_at.is_none() {
             active.first_token_at = Some(Instant::now());
         }
