@@ -184,3 +184,170 @@ pub struct RootFs {
     /// The layer digests.
     pub diff_ids: Vec<String>,
 }
+
+/// Media type of an OCI image manifest (accepted as well as Docker's).
+pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI config blob.
+const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Prefix of every Ollama layer media type.
+const OLLAMA_LAYER_PREFIX: &str = "application/vnd.ollama.image.";
+/// Most layers a model manifest may have.
+const MAX_LAYERS: usize = 1000;
+/// Largest blob a manifest may announce (1 TiB).
+const MAX_BLOB_SIZE: u64 = 1 << 40;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: Option<String>,
+    digest: Option<String>,
+    size: Option<serde_json::Number>,
+}
+
+impl Manifest {
+    /// Parses a manifest from outside (a registry, an imported bundle), checking every field
+    /// herd will act on before anything touches the disk: the schema, the media types, each
+    /// digest (`sha256:<64 hex>`, nothing that could become a path) and each size.
+    pub fn parse_untrusted(bytes: &[u8]) -> Result<Manifest, String> {
+        let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+        if raw.schema_version != Some(2) {
+            return Err("schemaVersion must be 2".into());
+        }
+        if let Some(media_type) = &raw.media_type {
+            if media_type != MANIFEST_MEDIA_TYPE && media_type != OCI_MANIFEST_MEDIA_TYPE {
+                return Err(format!("unsupported manifest media type {}", shorten(media_type)));
+            }
+        }
+        let config = raw.config.as_ref().ok_or("the manifest has no config")?;
+        check_descriptor(config, "config", |t| {
+            t == CONFIG_MEDIA_TYPE || t == OCI_CONFIG_MEDIA_TYPE
+        })?;
+        let layers = raw.layers.as_deref().unwrap_or_default();
+        if layers.is_empty() {
+            return Err("the manifest has no layers".into());
+        }
+        if layers.len() > MAX_LAYERS {
+            return Err(format!(
+                "the manifest has {} layers, more than {MAX_LAYERS}",
+                layers.len()
+            ));
+        }
+        for (index, layer) in layers.iter().enumerate() {
+            check_descriptor(layer, &format!("layer {index}"), |t| t.starts_with(OLLAMA_LAYER_PREFIX))?;
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))
+    }
+}
+
+fn check_descriptor(
+    descriptor: &RawDescriptor,
+    what: &str,
+    media_type_ok: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let digest = descriptor.digest.as_deref().unwrap_or_default();
+    Digest::parse(digest).map_err(|_| format!("invalid digest format in the {what}: {}", shorten(digest)))?;
+    let size = descriptor
+        .size
+        .as_ref()
+        .and_then(serde_json::Number::as_u64)
+        .ok_or_else(|| format!("invalid size in the {what}"))?;
+    if size > MAX_BLOB_SIZE {
+        return Err(format!("absurd size in the {what}: {size} bytes"));
+    }
+    let media_type = descriptor.media_type.as_deref().unwrap_or_default();
+    if !media_type_ok(media_type) {
+        return Err(format!("unsupported media type in the {what}: {}", shorten(media_type)));
+    }
+    Ok(())
+}
+
+/// An untrusted string, quoted and cut short for an error message.
+fn shorten(text: &str) -> String {
+    let short: String = text.chars().take(80).collect();
+    format!("{short:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_with(config_digest: &str, layer: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": 10},
+            "layers": [layer],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_ollama_manifests() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        let bytes = manifest_with(
+            &good,
+            serde_json::json!({"mediaType": "application/vnd.ollama.image.model", "digest": good, "size": 5}),
+        );
+        assert_eq!(Manifest::parse_untrusted(&bytes).unwrap().layers[0].size, 5);
+    }
+
+    #[test]
+    fn rejects_every_malformed_descriptor() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        let layer = |digest: &str, size: serde_json::Value, media: &str| serde_json::json!({"mediaType": media, "digest": digest, "size": size});
+        let model = "application/vnd.ollama.image.model";
+        let cases = [
+            (
+                manifest_with(&good, layer("sha256:../../x", 5.into(), model)),
+                "invalid digest format",
+            ),
+            (
+                manifest_with(&good, layer(&format!("sha256:{}", "a".repeat(63)), 5.into(), model)),
+                "invalid digest",
+            ),
+            (
+                manifest_with(&good, layer(&format!("sha512:{}", "a".repeat(64)), 5.into(), model)),
+                "invalid digest",
+            ),
+            (manifest_with(&good, layer("", 5.into(), model)), "invalid digest"),
+            (
+                manifest_with("sha256:../x", layer(&good, 5.into(), model)),
+                "invalid digest format in the config",
+            ),
+            (manifest_with(&good, layer(&good, (-1).into(), model)), "invalid size"),
+            (
+                manifest_with(&good, layer(&good, (1u64 << 63).into(), model)),
+                "absurd size",
+            ),
+            (
+                manifest_with(&good, layer(&good, 5.into(), "text/html")),
+                "unsupported media type",
+            ),
+            (b"not json".to_vec(), "not a manifest"),
+            (
+                br#"{"schemaVersion":2,"config":null,"layers":[]}"#.to_vec(),
+                "no config",
+            ),
+            (br#"{"schemaVersion":1}"#.to_vec(), "schemaVersion"),
+        ];
+        for (bytes, expected) in cases {
+            let error = Manifest::parse_untrusted(&bytes).unwrap_err();
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
+        }
+        let empty = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{CONFIG_MEDIA_TYPE}","digest":"{good}","size":1}},"layers":null}}"#
+        );
+        assert!(Manifest::parse_untrusted(empty.as_bytes())
+            .unwrap_err()
+            .contains("no layers"));
+    }
+}

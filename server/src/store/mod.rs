@@ -9,6 +9,7 @@ mod digest;
 mod manifest;
 pub mod name;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +21,17 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 
 pub use digest::Digest;
-pub use manifest::{Layer, LayerKind, Manifest, ModelConfig, CONFIG_MEDIA_TYPE};
+pub use manifest::{
+    Layer, LayerKind, Manifest, ModelConfig, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
+};
 pub use name::ModelName;
 
 /// Prefix of temporary files in `blobs/` and `manifests/`; never a valid blob or tag name.
 const TEMP_PREFIX: &str = ".tmp-";
+/// Suffix of an interrupted download's data (`sha256-<hex>-partial`), Ollama's name for it.
+const PARTIAL_SUFFIX: &str = "-partial";
+/// Suffix of its resume record.
+const PARTIAL_STATE_SUFFIX: &str = "-partial.json";
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,9 @@ pub enum StoreError {
     /// The disk is full.
     #[error("no space left on the device holding the models directory")]
     DiskFull,
+    /// Another `herd serve` holds the models directory.
+    #[error("another herd server is using the models directory {0}; stop it or set HERD_MODELS to another directory")]
+    InUse(PathBuf),
     /// Any other I/O failure.
     #[error("{context}: {source}")]
     Io {
@@ -62,6 +72,13 @@ pub enum StoreError {
         /// The failure.
         source: io::Error,
     },
+}
+
+impl StoreError {
+    /// An I/O failure while doing `context` (ENOSPC becomes [`StoreError::DiskFull`]).
+    pub fn from_io(context: &str, source: io::Error) -> Self {
+        io_error(context)(source)
+    }
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
@@ -96,6 +113,9 @@ pub struct Store {
     /// Serialises manifest writes and deletes, so a delete never removes a blob that a
     /// manifest being written at the same moment references.
     manifests_lock: Mutex<()>,
+    /// Blobs that a transfer in progress relies on (how many hold each): a delete keeps
+    /// them until the transfer has written its manifest.
+    pins: Mutex<HashMap<Digest, usize>>,
 }
 
 impl Store {
@@ -108,7 +128,25 @@ impl Store {
         Ok(Self {
             root: root.to_path_buf(),
             manifests_lock: Mutex::new(()),
+            pins: Mutex::default(),
         })
+    }
+
+    /// Claims the directory for this server until the returned file is dropped (or the
+    /// process dies): two servers writing one store would race on partials and deletes.
+    pub fn claim(&self) -> Result<fs::File, StoreError> {
+        let path = self.root.join(".herd-serve.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("cannot open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::InUse(self.root.clone())),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::from_io(&format!("cannot lock {}", path.display()), e)),
+        }
     }
 
     /// Where the blob with `digest` lives (whether or not it exists).
@@ -178,15 +216,24 @@ impl Store {
 
     /// Copies a local file into the store as a blob (blocking; for server-side paths).
     pub fn import_file(&self, source: &Path) -> Result<(Digest, u64), StoreError> {
-        let mut input = File::open(source).map_err(io_error(format!("cannot open {}", source.display())))?;
+        let input = File::open(source).map_err(io_error(format!("cannot open {}", source.display())))?;
+        self.write_blob_reader(None, input, &format!("cannot read {}", source.display()))
+    }
+
+    /// Streams a reader into the store as a blob (blocking), hashing as it goes; with
+    /// `expected`, bytes that do not match are discarded. `context` names the source in errors.
+    pub fn write_blob_reader(
+        &self,
+        expected: Option<&Digest>,
+        mut input: impl Read,
+        context: &str,
+    ) -> Result<(Digest, u64), StoreError> {
         let mut temp = TempFile::create(&self.root.join("blobs"))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = input
-                .read(&mut buf)
-                .map_err(io_error(format!("cannot read {}", source.display())))?;
+            let n = input.read(&mut buf).map_err(io_error(context))?;
             if n == 0 {
                 break;
             }
@@ -195,6 +242,14 @@ impl Store {
             size += n as u64;
         }
         let digest = Digest::from_hasher(hasher);
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
         temp.persist(&self.blob_path(&digest))?;
         Ok((digest, size))
     }
@@ -258,6 +313,12 @@ impl Store {
             context: "cannot encode manifest".into(),
             source: io::Error::other(e),
         })?;
+        self.write_manifest_bytes(name, &bytes)
+    }
+
+    /// Writes manifest bytes exactly as given (a pulled manifest keeps the registry's bytes,
+    /// so its digest, the model's ID, is the registry's).
+    pub fn write_manifest_bytes(&self, name: &ModelName, bytes: &[u8]) -> Result<Digest, StoreError> {
         let _guard = self.manifests_lock.lock().unwrap_or_else(|e| e.into_inner());
         let path = match self.find_manifest_path(name) {
             Some(existing) => existing,
@@ -270,9 +331,16 @@ impl Store {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error("cannot create manifest directory"))?;
         let mut temp = TempFile::create(dir)?;
-        temp.file.write_all(&bytes).map_err(io_error("cannot write manifest"))?;
+        temp.file.write_all(bytes).map_err(io_error("cannot write manifest"))?;
         temp.persist(&path)?;
-        Ok(Digest::of(&bytes))
+        Ok(Digest::of(bytes))
+    }
+
+    /// The manifest file of `name`, byte for byte.
+    pub fn read_manifest_bytes(&self, name: &ModelName) -> Result<Vec<u8>, StoreError> {
+        let not_found = || StoreError::ModelNotFound(name.to_string());
+        let path = self.find_manifest_path(name).ok_or_else(not_found)?;
+        fs::read(&path).map_err(|_| not_found())
     }
 
     /// Every model in the store. Unreadable manifests are skipped with a warning.
@@ -308,22 +376,104 @@ impl Store {
             .ok_or_else(|| StoreError::ModelNotFound(name.to_string()))?;
         fs::remove_file(&path).map_err(io_error("cannot remove manifest"))?;
         prune_empty_dirs(path.parent(), &self.root.join("manifests"));
+        let candidates: Vec<Digest> = stored.manifest.blobs().map(|l| l.digest.clone()).collect();
+        self.remove_blobs_unreferenced(&candidates);
+        Ok(())
+    }
 
+    /// Removes each of `candidates` that no manifest references any more.
+    pub fn remove_unused_blobs(&self, candidates: &[Digest]) {
+        let _guard = self.manifests_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.remove_blobs_unreferenced(candidates);
+    }
+
+    /// Keeps `digests` from being removed as unused until the returned pins drop: a pull
+    /// skips a blob it finds present and writes its manifest later, so a delete of the
+    /// model that referenced the blob meanwhile must leave it.
+    pub fn pin(&self, digests: impl IntoIterator<Item = Digest>) -> BlobPins<'_> {
+        let digests: Vec<Digest> = digests.into_iter().collect();
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        for digest in &digests {
+            *pins.entry(digest.clone()).or_default() += 1;
+        }
+        BlobPins { store: self, digests }
+    }
+
+    /// [`Store::remove_unused_blobs`] with the manifests lock already held.
+    fn remove_blobs_unreferenced(&self, candidates: &[Digest]) {
         let still_used: std::collections::HashSet<Digest> = manifest_files(&self.root.join("manifests"))
             .filter_map(|p| fs::read(p).ok())
             .filter_map(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
             .flat_map(|m| m.blobs().map(|l| l.digest.clone()).collect::<Vec<_>>())
             .collect();
-        for layer in stored.manifest.blobs() {
-            if !still_used.contains(&layer.digest) {
-                if let Err(e) = fs::remove_file(self.blob_path(&layer.digest)) {
+        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        for digest in candidates {
+            if !still_used.contains(digest) && !pins.contains_key(digest) {
+                if let Err(e) = fs::remove_file(self.blob_path(digest)) {
                     if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(digest = %layer.digest, "cannot remove unused blob: {e}");
+                        tracing::warn!(%digest, "cannot remove unused blob: {e}");
                     }
                 }
             }
         }
+    }
+
+    /// Where an interrupted download of `digest` keeps its bytes.
+    pub fn partial_blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(format!("{}{PARTIAL_SUFFIX}", digest.file_name()))
+    }
+
+    /// Where an interrupted download of `digest` records which bytes it has.
+    pub fn partial_state_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(format!("{}{PARTIAL_STATE_SUFFIX}", digest.file_name()))
+    }
+
+    /// Moves a finished, verified download into the store and drops its resume record.
+    pub fn commit_partial(&self, digest: &Digest) -> Result<(), StoreError> {
+        let partial = self.partial_blob_path(digest);
+        File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error("cannot flush the downloaded blob"))?;
+        fs::rename(&partial, self.blob_path(digest)).map_err(io_error("cannot move the downloaded blob into place"))?;
+        let _ = fs::remove_file(self.partial_state_path(digest));
+        if let Ok(dir) = File::open(self.root.join("blobs")) {
+            let _ = dir.sync_all();
+        }
         Ok(())
+    }
+
+    /// Bytes free on the file system holding the store, if it can tell.
+    pub fn free_space(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    }
+
+    /// Removes interrupted downloads untouched for longer than `max_age` (younger ones are
+    /// kept so the next pull resumes them, across restarts too).
+    pub fn prune_stale_partials(&self, max_age: std::time::Duration) {
+        let Ok(entries) = fs::read_dir(self.root.join("blobs")) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.ends_with(PARTIAL_SUFFIX) || name.ends_with(PARTIAL_STATE_SUFFIX)) {
+                continue;
+            }
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            if age.is_some_and(|age| age > max_age) {
+                tracing::info!(file = %name, "removing a partial download older than {}h", max_age.as_secs() / 3600);
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Removes temp files left by a crash (they are never referenced by anything).
@@ -415,6 +565,26 @@ impl Drop for TempFile {
     }
 }
 
+/// Blobs held by [`Store::pin`]; released when dropped.
+pub struct BlobPins<'a> {
+    store: &'a Store,
+    digests: Vec<Digest>,
+}
+
+impl Drop for BlobPins<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.store.pins.lock().unwrap_or_else(|e| e.into_inner());
+        for digest in &self.digests {
+            if let Some(count) = pins.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    pins.remove(digest);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +638,25 @@ mod tests {
         assert!(!store.has_blob(&manifest.layers[0].digest));
         assert!(matches!(store.read_manifest(&b), Err(StoreError::ModelNotFound(_))));
         assert!(fs::read_dir(dir.path().join("manifests")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_delete_leaves_pinned_blobs_until_the_pins_go() {
+        let (_dir, store) = store();
+        let a = ModelName::parse("a").unwrap();
+        let manifest = sample_manifest(&store, b"weights a pull found present");
+        store.write_manifest(&a, &manifest).unwrap();
+        let weights = manifest.layers[0].digest.clone();
+        let pins = store.pin([weights.clone()]);
+        let again = store.pin([weights.clone()]);
+        store.delete(&a).unwrap();
+        assert!(store.has_blob(&weights));
+        drop(pins);
+        store.remove_unused_blobs(std::slice::from_ref(&weights));
+        assert!(store.has_blob(&weights), "still pinned once");
+        drop(again);
+        store.remove_unused_blobs(std::slice::from_ref(&weights));
+        assert!(!store.has_blob(&weights));
     }
 
     #[tokio::test(flavor = "multi_thread")]
