@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::AccessPolicy;
 use crate::keep_alive::KeepAlive;
 
 /// Every environment variable herd reads, with what it means (printed by `herd serve --help`).
@@ -36,8 +37,23 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "HERD_ALLOW_LOCAL_PATHS",
         "allow /api/create to read files on the server (default off)",
     ),
+    (
+        "HERD_REGISTRIES",
+        "registries pulls and pushes may use, comma-separated host[:port] (default: any public host)",
+    ),
+    (
+        "HERD_REGISTRY_AUTH",
+        "registry credentials as JSON, Docker's form (default: ~/.herd/registry-auth.json)",
+    ),
+    (
+        "HERD_API_KEY",
+        "API keys, comma-separated, each KEY (admin) or KEY=read|infer|admin; when set, every request needs Authorization: Bearer KEY (default: none)",
+    ),
     ("HERD_DEBUG", "verbose logs"),
 ];
+
+/// Variables whose values are never logged.
+pub const SECRET_ENV_VARS: &[&str] = &["HERD_REGISTRY_AUTH", "HERD_API_KEY"];
 
 /// The default port, Ollama's.
 pub const DEFAULT_PORT: u16 = 11434;
@@ -69,8 +85,16 @@ pub struct Config {
     pub runner_path: PathBuf,
     /// Whether `/api/create` may read server-side paths.
     pub allow_local_paths: bool,
+    /// `HERD_REGISTRIES`: the registry allow-list, when set.
+    pub registries: Option<String>,
+    /// `HERD_REGISTRY_AUTH`: registry credentials as JSON, when set.
+    pub registry_auth: Option<String>,
+    /// The credentials file read when `HERD_REGISTRY_AUTH` is not set.
+    pub registry_auth_file: PathBuf,
     /// Verbose logging.
     pub debug: bool,
+    /// Who may use the API (`HERD_API_KEY`, the bound address).
+    pub access: AccessPolicy,
 }
 
 /// A variable with a value herd cannot use.
@@ -148,13 +172,31 @@ impl Config {
             shutdown_grace: duration("SHUTDOWN_GRACE", "HERD_SHUTDOWN_GRACE", Duration::from_secs(10))?,
             runner_path: env_var("RUNNER").map(PathBuf::from).unwrap_or_else(default_runner_path),
             allow_local_paths: env_var("ALLOW_LOCAL_PATHS").is_some_and(|v| truthy(&v)),
+            registries: env_var("REGISTRIES"),
+            registry_auth: std::env::var("HERD_REGISTRY_AUTH")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            registry_auth_file: home_dir().join(".herd/registry-auth.json"),
             debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),
+            // HERD_ only: OLLAMA_API_KEY is the Ollama client's key for ollama.com.
+            access: AccessPolicy::new(host, std::env::var("HERD_API_KEY").ok().as_deref()).map_err(|reason| {
+                ConfigError {
+                    name: "HERD_API_KEY",
+                    value: "(not shown)".into(),
+                    reason,
+                }
+            })?,
         })
     }
 }
 
 fn truthy(value: &str) -> bool {
     matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on" | "2")
+}
+
+/// `~/.herd`: the client's history, the registry credentials.
+pub fn herd_home() -> PathBuf {
+    home_dir().join(".herd")
 }
 
 fn home_dir() -> PathBuf {

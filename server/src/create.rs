@@ -12,7 +12,7 @@ use crate::error::HerdError;
 use crate::gguf::{self, GgufInfo};
 use crate::model::parse_name;
 use crate::options::check_option;
-use crate::store::{Digest, Layer, LayerKind, Manifest, ModelConfig, Store, CONFIG_MEDIA_TYPE};
+use crate::store::{Digest, Layer, LayerKind, Manifest, ModelConfig, Store, StoreError, CONFIG_MEDIA_TYPE};
 
 /// Reports create progress as Ollama's status lines.
 pub trait CreateProgress: Send {
@@ -117,6 +117,17 @@ pub fn create_model(
         from: None,
         name: None,
     };
+    // A delete of the base model (or of another model sharing a layer) may have removed a
+    // blob since it was seen: pinned now, each must still be there, or the manifest would
+    // point at nothing.
+    let _pins = store.pin(layers.iter().chain([&config_layer]).map(|l| l.digest.clone()));
+    if let Some(gone) = layers
+        .iter()
+        .chain([&config_layer])
+        .find(|l| !store.has_blob(&l.digest))
+    {
+        return Err(StoreError::BlobNotFound(gone.digest.clone()).into());
+    }
     progress.status("writing manifest".into());
     store.write_manifest(&name, &Manifest::new(config_layer, layers))?;
     progress.status("success".into());

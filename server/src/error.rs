@@ -1,5 +1,6 @@
 //! herd's domain errors, each with the HTTP status it maps to (in one place: [`HerdError::status`]).
 
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 use crate::supervisor::RunnerError;
 
@@ -9,6 +10,9 @@ pub enum HerdError {
     /// A store failure (not found, digest mismatch, disk full...).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A pull or push failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// The runner failed to load or serve.
     #[error(transparent)]
     Runner(#[from] RunnerError),
@@ -32,8 +36,14 @@ impl HerdError {
         match self {
             Self::Store(StoreError::ModelNotFound(_) | StoreError::BlobNotFound(_)) => 404,
             Self::Store(StoreError::DigestMismatch { .. }) => 400,
-            Self::Store(StoreError::CorruptManifest { .. } | StoreError::DiskFull | StoreError::Io { .. }) => 500,
+            Self::Store(
+                StoreError::CorruptManifest { .. }
+                | StoreError::DiskFull
+                | StoreError::InUse(_)
+                | StoreError::Io { .. },
+            ) => 500,
             Self::BadRequest(_) | Self::InvalidModelFile(_) => 400,
+            Self::Registry(e) => e.status(),
             Self::Runner(RunnerError::LoadFailed(_)) => 500,
             Self::Runner(_) | Self::Internal(_) => 500,
             Self::Busy => 503,

@@ -605,6 +605,12 @@ impl GgufInfo {
         }
     }
 
+    /// Whether the weights are an embedding model (`<arch>.pooling_type` is set), as Ollama
+    /// decides between the `embedding` and `completion` capabilities.
+    pub fn is_embedding_model(&self) -> bool {
+        self.arch_u64("pooling_type").is_some()
+    }
+
     fn arch_u64(&self, suffix: &str) -> Option<u64> {
         let arch = self.architecture()?;
         self.get(&format!("{arch}.{suffix}"))?.as_u64()
@@ -1320,6 +1326,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pooling_marks_an_embedding_model() {
+        assert!(!parse(&sample(3).build()).unwrap().is_embedding_model());
+        let embedding = sample(3).u32("gemma3.pooling_type", 1).build();
+        assert!(parse(&embedding).unwrap().is_embedding_model());
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! Generate and chat: validate a request, render its prompt, get a runner from the
 //! scheduler and stream what the runner produces. Handlers only translate to JSON.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herd_proto::{CompletionMetrics, CompletionRequest, DoneReason};
+use herd_proto::{CompletionMetrics, CompletionRequest, DoneReason, OutputFormat};
 use serde_json::Value;
 
 use crate::api::types::{ChatRequest, GenerateRequest};
 use crate::config::Config;
+use crate::embedding::Shape;
 use crate::error::HerdError;
+use crate::format::parse_format;
 use crate::gguf;
 use crate::keep_alive::KeepAlive;
 use crate::model::Model;
@@ -20,9 +22,11 @@ use crate::options::ResolvedOptions;
 use crate::placement::{compute_bytes, LoadCost};
 use crate::prompt::ChatTemplate;
 use crate::scheduler::{Lease, LoadRequest, Scheduler};
-use crate::store::Store;
+use crate::store::{ModelName, Store, StoreError};
 use crate::supervisor::{Completion, CompletionEvent, LoadSpec, RunnerClient};
 use crate::template::{Message, Values};
+use crate::thinking::{Think, ThinkingParser};
+use crate::tools::{closing_tag, parse_tools, ToolCall, ToolCallParser, ToolChoice};
 
 /// Ollama's template for models that have none: the prompt as is.
 const PLAIN_TEMPLATE: &str = "{{ .Prompt }}";
@@ -39,7 +43,7 @@ pub enum Outcome {
     /// `_debug_render_only`: the prompt, not run.
     Rendered(String),
     /// Generation has started.
-    Streaming(Generation),
+    Streaming(Box<Generation>),
 }
 
 /// A generation in progress; dropping it cancels the generation in the runner.
@@ -53,12 +57,50 @@ pub struct Generation {
     load_duration: Duration,
     /// Prompt tokens dropped by the server (whole messages) before the runner cut more.
     truncated_messages_tokens: u32,
+    /// Splits reasoning from the answer, when the model reasons.
+    thinking: Option<ThinkingParser>,
+    /// Splits tool calls out of the text, when tools were offered.
+    tool_calls: Option<ToolCallParser>,
+    /// Events made from one runner message, not yet taken.
+    pending: VecDeque<GenerationEvent>,
+}
+
+/// What to embed, and how.
+pub struct EmbedJob<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// The texts; none only loads the model.
+    pub inputs: Vec<String>,
+    /// Cut inputs longer than the context instead of refusing them.
+    pub truncate: bool,
+    /// Cut and normalise the vectors.
+    pub shape: Shape,
+    /// Per-request options.
+    pub options: Option<&'a serde_json::Map<String, Value>>,
+    /// How long the model stays loaded afterwards.
+    pub keep_alive: Option<&'a Value>,
+}
+
+/// The vectors of an [`EmbedJob`].
+pub struct Embedded {
+    /// One per input, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read.
+    pub prompt_tokens: u32,
+    /// Time spent getting the runner.
+    pub load_duration: Duration,
+    /// Request start to now.
+    pub total_duration: Duration,
 }
 
 /// One step of a [`Generation`].
 pub enum GenerationEvent {
     /// Generated text.
     Text(String),
+    /// Generated reasoning (`think`).
+    Thinking(String),
+    /// Tool calls, each whole.
+    ToolCalls(Vec<ToolCall>),
     /// The end, with the metrics of the final chunk.
     Done(FinalMetrics),
     /// A failure after streaming began.
@@ -82,20 +124,66 @@ pub struct FinalMetrics {
 impl Generation {
     /// The next event; `None` after `Done` or `Error`.
     pub async fn next(&mut self) -> Option<GenerationEvent> {
-        Some(match self.completion.next().await? {
-            CompletionEvent::Piece(text) => GenerationEvent::Text(text),
-            CompletionEvent::Failed(error) => GenerationEvent::Error(error),
-            CompletionEvent::Done(runner) => GenerationEvent::Done(FinalMetrics {
-                done_reason: match runner.done_reason {
-                    DoneReason::Length => "length",
-                    DoneReason::Stop | DoneReason::Cancelled => "stop",
-                },
-                total_duration: self.started.elapsed(),
-                load_duration: self.load_duration,
-                truncated_tokens: runner.truncated_tokens + self.truncated_messages_tokens,
-                runner,
-            }),
-        })
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            match self.completion.next().await? {
+                CompletionEvent::Piece(text) => {
+                    let text = match self.thinking.as_mut() {
+                        None => text,
+                        Some(parser) => {
+                            let split = parser.push(&text);
+                            self.queue(GenerationEvent::Thinking(split.thinking));
+                            split.content
+                        }
+                    };
+                    self.answer(text);
+                }
+                CompletionEvent::Failed(error) => return Some(GenerationEvent::Error(error)),
+                CompletionEvent::Done(runner) => {
+                    if let Some(rest) = self.thinking.as_mut().map(ThinkingParser::finish) {
+                        self.queue(GenerationEvent::Thinking(rest.thinking));
+                        self.answer(rest.content);
+                    }
+                    if let Some(rest) = self.tool_calls.as_mut().map(ToolCallParser::finish) {
+                        self.queue(GenerationEvent::Text(rest));
+                    }
+                    self.pending.push_back(GenerationEvent::Done(FinalMetrics {
+                        done_reason: match runner.done_reason {
+                            DoneReason::Length => "length",
+                            DoneReason::Stop | DoneReason::Cancelled => "stop",
+                        },
+                        total_duration: self.started.elapsed(),
+                        load_duration: self.load_duration,
+                        truncated_tokens: runner.truncated_tokens + self.truncated_messages_tokens,
+                        runner,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Answer text: through the tool-call parser when tools were offered.
+    fn answer(&mut self, text: String) {
+        match self.tool_calls.as_mut() {
+            None => self.queue(GenerationEvent::Text(text)),
+            Some(parser) => {
+                let parsed = parser.push(&text);
+                self.queue(GenerationEvent::Text(parsed.content));
+                if !parsed.calls.is_empty() {
+                    self.pending.push_back(GenerationEvent::ToolCalls(parsed.calls));
+                }
+            }
+        }
+    }
+
+    /// Queues an event, unless it carries no text.
+    fn queue(&mut self, event: GenerationEvent) {
+        match &event {
+            GenerationEvent::Text(text) | GenerationEvent::Thinking(text) if text.is_empty() => {}
+            _ => self.pending.push_back(event),
+        }
     }
 }
 
@@ -281,12 +369,8 @@ impl Inference {
         // Ollama's total_duration counts from the request's arrival.
         let started = Instant::now();
         let admission = self.admit()?;
-        reject_unsupported(
-            request.format.as_ref(),
-            request.images.as_deref(),
-            request.think.as_ref(),
-            &request.model,
-        )?;
+        reject_images(request.images.as_deref(), &request.model)?;
+        let format = parse_format(request.format.as_ref()).map_err(HerdError::BadRequest)?;
         if request.raw && (!request.template.is_empty() || !request.system.is_empty() || request.context.is_some()) {
             return Err(HerdError::bad_request(
                 "raw mode does not support template, system, or context",
@@ -302,6 +386,13 @@ impl Inference {
         if request.prompt.is_empty() && request.suffix.is_empty() && !request.debug_render_only {
             return self.load_only(&prepared).await;
         }
+        let think = resolve_think(
+            request.think.as_ref(),
+            &prepared.template,
+            &request.model,
+            format.is_some(),
+            false,
+        )?;
         if !request.suffix.is_empty() && !prepared.template.supports_insert() {
             return Err(HerdError::bad_request(format!(
                 "{} does not support insert",
@@ -332,6 +423,8 @@ impl Inference {
             messages.push(message("user", request.prompt.clone()));
             Some(Values {
                 messages,
+                think: think.setting.as_ref().map(|t| t.enabled),
+                think_level: think.setting.as_ref().map(|t| t.level.clone()),
                 ..Default::default()
             })
         };
@@ -354,30 +447,86 @@ impl Inference {
         if request.debug_render_only {
             return Ok(Outcome::Rendered(prompt));
         }
-        let return_tokens = !request.raw;
+        let grammar = compile(&lease, format).await?;
         let serving = Serving {
             admission,
             lease,
             started,
             load_duration,
         };
-        self.start(prepared.options, serving, prompt, 0, return_tokens)
+        let thinking = think.parser(&prompt);
+        let request = CompletionRequest {
+            prompt,
+            return_tokens: !request.raw,
+            grammar,
+            ..completion_request(&prepared.options)
+        };
+        self.start(request, serving, 0, thinking, None)
+    }
+
+    /// `/api/delete`: removes the model's manifest and the blobs nothing else uses; when its
+    /// weights went with it, its runner is stopped (once its requests finish).
+    pub async fn delete(&self, name: &ModelName) -> Result<(), StoreError> {
+        let weights = Model::open(&self.store, &name.display_long())
+            .ok()
+            .map(|m| (m.model_path, m.adapter_path));
+        self.store.delete(name)?;
+        if let Some((model_path, adapter_path)) = weights {
+            let gone = !model_path.exists() || adapter_path.as_ref().is_some_and(|p| !p.exists());
+            if gone {
+                self.scheduler.unload(&(model_path, adapter_path)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `/api/embed`, `/api/embeddings` and `/v1/embeddings`: all inputs in one runner call.
+    pub async fn embed(&self, job: EmbedJob<'_>) -> Result<Embedded, HerdError> {
+        let started = Instant::now();
+        let _admission = self.admit()?;
+        let prepared = self.prepare(job.model, job.options, job.keep_alive, None)?;
+        if job.inputs.is_empty() {
+            let load_duration = match self.load_only(&prepared).await? {
+                Outcome::Loaded { load_duration } => load_duration,
+                _ => Duration::ZERO,
+            };
+            return Ok(Embedded {
+                vectors: Vec::new(),
+                prompt_tokens: 0,
+                load_duration,
+                total_duration: started.elapsed(),
+            });
+        }
+        let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
+        let client = lease.client();
+        if !job.truncate {
+            let context_length = client.facts.context_length as usize;
+            for input in &job.inputs {
+                if client.tokenize(input).await?.len() > context_length {
+                    return Err(HerdError::bad_request("the input length exceeds the context length"));
+                }
+            }
+        }
+        let (vectors, prompt_tokens) = client.embed(job.inputs).await?;
+        let vectors = vectors
+            .into_iter()
+            .map(|vector| job.shape.apply(vector))
+            .collect::<Result<_, _>>()?;
+        Ok(Embedded {
+            vectors,
+            prompt_tokens,
+            load_duration,
+            total_duration: started.elapsed(),
+        })
     }
 
     /// `/api/chat`.
     pub async fn chat(&self, request: &ChatRequest) -> Result<Outcome, HerdError> {
         let started = Instant::now();
         let admission = self.admit()?;
-        reject_unsupported(request.format.as_ref(), None, request.think.as_ref(), &request.model)?;
-        if request
-            .messages
-            .iter()
-            .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
-        {
-            return Err(HerdError::bad_request(format!(
-                "{} does not support vision",
-                request.model
-            )));
+        let format = parse_format(request.format.as_ref()).map_err(HerdError::BadRequest)?;
+        for m in &request.messages {
+            reject_images(m.images.as_deref(), &request.model)?;
         }
         let prepared = self.prepare(
             &request.model,
@@ -385,15 +534,43 @@ impl Inference {
             request.keep_alive.as_ref(),
             None,
         )?;
-        if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        let tools = parse_tools(request.tools.as_deref().unwrap_or_default())?;
+        let choice = ToolChoice::parse(request.tool_choice.as_ref(), &tools)?;
+        let offered = !tools.is_empty() && choice != ToolChoice::None;
+        if offered && !prepared.template.supports_tools() {
             let name = prepared.model.name.display_long();
-            if !prepared.template.supports_tools() {
-                return Err(HerdError::bad_request(format!("{name} does not support tools")));
-            }
-            return Err(HerdError::bad_request(format!(
-                "tools are not supported by herd yet ({name} could take them)"
-            )));
+            return Err(HerdError::bad_request(format!("{name} does not support tools")));
         }
+        let think = resolve_think(
+            request.think.as_ref(),
+            &prepared.template,
+            &request.model,
+            format.is_some() || choice.forced_call_schema(&tools).is_some(),
+            request.relax_thinking,
+        )?;
+        let tag = prepared.template.tool_call_tag();
+        let format = match (format, choice.forced_call_schema(&tools)) {
+            (Some(_), Some(_)) => {
+                return Err(HerdError::bad_request(
+                    "format cannot be combined with a tool_choice that forces a call",
+                ))
+            }
+            (None, Some(schema)) => Some(OutputFormat::ToolCall {
+                schema: schema.to_string(),
+                prefix: if tag.is_empty() {
+                    String::new()
+                } else {
+                    format!("{tag}\n")
+                },
+                suffix: match closing_tag(&tag) {
+                    closing if closing.is_empty() => closing,
+                    closing => format!("\n{closing}"),
+                },
+            }),
+            (format, None) => format,
+        };
+        let rendered_tools = offered.then(|| Value::Array(request.tools.clone().unwrap_or_default()));
+        let tool_calls = offered.then(|| ToolCallParser::new(&tag, &tools));
         if request.messages.is_empty() && !request.debug_render_only {
             return self.load_only(&prepared).await;
         }
@@ -414,6 +591,9 @@ impl Inference {
         let render = |messages: Vec<Message>| {
             prepared.template.render(&Values {
                 messages,
+                tools: rendered_tools.clone(),
+                think: think.setting.as_ref().map(|t| t.enabled),
+                think_level: think.setting.as_ref().map(|t| t.level.clone()),
                 ..Default::default()
             })
         };
@@ -423,22 +603,29 @@ impl Inference {
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let budget = CompletionRequest::prompt_budget(prepared.options.num_ctx as usize, prepared.options.num_predict);
         let (prompt, dropped) = fit_messages(lease.client(), messages, budget, render).await?;
+        let grammar = compile(&lease, format).await?;
         let serving = Serving {
             admission,
             lease,
             started,
             load_duration,
         };
-        self.start(prepared.options, serving, prompt, dropped, false)
+        let thinking = think.parser(&prompt);
+        let request = CompletionRequest {
+            prompt,
+            grammar,
+            ..completion_request(&prepared.options)
+        };
+        self.start(request, serving, dropped, thinking, tool_calls)
     }
 
     fn start(
         &self,
-        options: ResolvedOptions,
+        request: CompletionRequest,
         serving: Serving,
-        prompt: String,
         truncated_messages_tokens: u32,
-        return_tokens: bool,
+        thinking: Option<ThinkingParser>,
+        tool_calls: Option<ToolCallParser>,
     ) -> Result<Outcome, HerdError> {
         let Serving {
             admission,
@@ -446,23 +633,41 @@ impl Inference {
             started,
             load_duration,
         } = serving;
-        let completion = lease.client().complete(CompletionRequest {
-            id: 0,
-            prompt,
-            sampling: options.sampling,
-            num_predict: options.num_predict,
-            num_keep: options.num_keep,
-            stop: options.stop,
-            return_tokens,
-        })?;
-        Ok(Outcome::Streaming(Generation {
+        let completion = lease.client().complete(request)?;
+        Ok(Outcome::Streaming(Box::new(Generation {
             completion,
             _lease: lease,
             _admission: admission,
             started,
             load_duration,
             truncated_messages_tokens,
-        }))
+            thinking,
+            tool_calls,
+            pending: VecDeque::new(),
+        })))
+    }
+}
+
+/// A completion with the request's options and no prompt yet.
+fn completion_request(options: &ResolvedOptions) -> CompletionRequest {
+    CompletionRequest {
+        id: 0,
+        prompt: String::new(),
+        sampling: options.sampling.clone(),
+        num_predict: options.num_predict,
+        num_keep: options.num_keep,
+        stop: options.stop.clone(),
+        return_tokens: false,
+        grammar: None,
+    }
+}
+
+/// The grammar for `format`, made by the runner (a schema it cannot hold the model to is a 400).
+async fn compile(lease: &Lease, format: Option<OutputFormat>) -> Result<Option<String>, HerdError> {
+    let Some(format) = format else { return Ok(None) };
+    match lease.client().compile_format(format).await? {
+        Ok(grammar) => Ok(Some(grammar)),
+        Err(why) => Err(HerdError::BadRequest(why)),
     }
 }
 
@@ -474,33 +679,97 @@ fn message(role: &str, content: String) -> Message {
     }
 }
 
-/// Features later issues bring: refused clearly instead of silently ignored.
-fn reject_unsupported(
-    format: Option<&Value>,
-    images: Option<&[String]>,
+/// Images must be base64 of an image (PNG, JPEG, WebP, GIF or BMP); and they need a vision
+/// projector, which herd does not run yet, so a valid one is refused clearly too.
+fn reject_images(images: Option<&[String]>, model: &str) -> Result<(), HerdError> {
+    use base64::Engine as _;
+    let Some(images) = images.filter(|i| !i.is_empty()) else {
+        return Ok(());
+    };
+    for (i, image) in images.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(image.trim())
+            .map_err(|e| HerdError::bad_request(format!("invalid image input: images[{i}] is not base64: {e}")))?;
+        if !is_image(&bytes) {
+            return Err(HerdError::bad_request(format!(
+                "invalid image input: images[{i}] is not a PNG, JPEG, WebP, GIF or BMP image"
+            )));
+        }
+    }
+    Err(HerdError::bad_request(format!("{model} does not support vision")))
+}
+
+/// Whether `bytes` start like an image file of a format vision models take.
+fn is_image(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+        || bytes.starts_with(&[0xff, 0xd8, 0xff])
+        || bytes.starts_with(b"GIF87a")
+        || bytes.starts_with(b"GIF89a")
+        || bytes.starts_with(b"BM")
+        || (bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP")
+}
+
+/// `think` as it applies to one request.
+struct ResolvedThink {
+    /// What the template is told (`.Think`, `.ThinkLevel`, `.IsThinkSet`).
+    setting: Option<Think>,
+    /// The reasoning tags, when the output is to be split.
+    tags: Option<(String, String)>,
+}
+
+impl ResolvedThink {
+    /// The parser for output that follows `prompt`: already inside the reasoning when the
+    /// prompt ends with the opening tag.
+    fn parser(&self, prompt: &str) -> Option<ThinkingParser> {
+        let (opening, closing) = self.tags.as_ref()?;
+        let parser = ThinkingParser::new(opening, closing);
+        Some(if prompt.trim_end().ends_with(opening.as_str()) {
+            parser.opened()
+        } else {
+            parser
+        })
+    }
+}
+
+/// The request's `think` against what the template can do. As Ollama: a model that reasons
+/// does so unless told not to, and `think` on one that does not is a 400 (or ignored where
+/// the caller relaxes it, as the Anthropic layer does). A constrained answer (`format`, a
+/// forced tool call) cannot start with free reasoning: with it, `think` defaults off and
+/// asking for both is a 400.
+fn resolve_think(
     think: Option<&Value>,
+    template: &ChatTemplate,
     model: &str,
-) -> Result<(), HerdError> {
-    match format {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(_) => {
+    constrained: bool,
+    relaxed: bool,
+) -> Result<ResolvedThink, HerdError> {
+    let asked = Think::parse(think)?;
+    let Some(tags) = template.thinking_tags() else {
+        return match asked {
+            Some(think) if think.enabled && !relaxed => {
+                Err(HerdError::bad_request(format!("\"{model}\" does not support thinking")))
+            }
+            asked => Ok(ResolvedThink {
+                setting: asked.filter(|t| !t.enabled),
+                tags: None,
+            }),
+        };
+    };
+    let setting = match asked {
+        Some(think) if think.enabled && constrained => {
             return Err(HerdError::bad_request(
-                "format (structured outputs) is not supported by herd yet; remove it from the request",
+                "think cannot be combined with format or a forced tool call: the answer must start constrained",
             ))
         }
-    }
-    if images.is_some_and(|i| !i.is_empty()) {
-        return Err(HerdError::bad_request(format!("{model} does not support vision")));
-    }
-    match think {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
-        Some(Value::Bool(true)) => Err(HerdError::bad_request(format!("\"{model}\" does not support thinking"))),
-        Some(Value::String(level)) if matches!(level.as_str(), "high" | "medium" | "low") => {
-            Err(HerdError::bad_request(format!("\"{model}\" does not support thinking")))
-        }
-        Some(_) => Err(HerdError::bad_request("invalid think value")),
-    }
+        None if constrained => None,
+        None => Some(Think {
+            enabled: true,
+            level: String::new(),
+        }),
+        asked => asked,
+    };
+    let tags = setting.as_ref().filter(|t| t.enabled).map(|_| tags);
+    Ok(ResolvedThink { setting, tags })
 }
 
 /// Ollama's chat truncation: when the rendered conversation does not fit `budget` tokens, drop the

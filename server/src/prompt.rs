@@ -29,6 +29,15 @@ impl ChatTemplate {
         }
     }
 
+    /// What the model writes before a tool call; empty when calls are bare JSON.
+    pub fn tool_call_tag(&self) -> String {
+        match self {
+            Self::Go(t) => t.tool_call_tag(),
+            Self::Jinja(source) if source.contains("<tool_call>") => "<tool_call>".into(),
+            Self::Jinja(_) => String::new(),
+        }
+    }
+
     /// Whether the template renders a suffix (fill-in-the-middle).
     pub fn supports_insert(&self) -> bool {
         match self {
@@ -37,11 +46,15 @@ impl ChatTemplate {
         }
     }
 
-    /// Whether the template knows about thinking.
-    pub fn supports_thinking(&self) -> bool {
+    /// The tags the model puts around its reasoning; `None` when it does not reason (Ollama's
+    /// `thinking` capability).
+    pub fn thinking_tags(&self) -> Option<(String, String)> {
         match self {
-            Self::Go(t) => t.uses("think"),
-            Self::Jinja(source) => source.contains("enable_thinking"),
+            Self::Go(t) => t.thinking_tags(),
+            Self::Jinja(source) if source.contains("<think>") && source.contains("</think>") => {
+                Some(("<think>".into(), "</think>".into()))
+            }
+            Self::Jinja(_) => None,
         }
     }
 
@@ -51,13 +64,13 @@ impl ChatTemplate {
             Self::Go(t) => t
                 .render(values)
                 .map_err(|e| HerdError::bad_request(format!("template error: {e}"))),
-            Self::Jinja(source) => render_jinja(source, &values.messages),
+            Self::Jinja(source) => render_jinja(source, &values.messages, values.think),
         }
     }
 }
 
 /// Renders a Hugging Face chat template the way `transformers` calls it.
-fn render_jinja(source: &str, messages: &[Message]) -> Result<String, HerdError> {
+fn render_jinja(source: &str, messages: &[Message], think: Option<bool>) -> Result<String, HerdError> {
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -77,6 +90,7 @@ fn render_jinja(source: &str, messages: &[Message]) -> Result<String, HerdError>
             add_generation_prompt => true,
             bos_token => "",
             eos_token => "",
+            enable_thinking => think,
         })
         .map_err(error)
 }

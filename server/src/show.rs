@@ -58,6 +58,32 @@ pub fn list_models(store: &Store) -> Result<Vec<Value>, HerdError> {
         .collect())
 }
 
+/// `GET /v1/models`: every model as an OpenAI model object, newest first.
+pub fn openai_models(store: &Store) -> Result<Vec<Value>, HerdError> {
+    let mut models = store.list()?;
+    models.sort_by_key(|m| std::cmp::Reverse(m.modified_at));
+    Ok(models.iter().map(openai_model_object).collect())
+}
+
+/// `GET /v1/models/{model}`: one model as an OpenAI model object.
+pub fn openai_model(store: &Store, name: &str) -> Result<Value, HerdError> {
+    let name = parse_name(name)?;
+    Ok(openai_model_object(&store.read_manifest(&name)?))
+}
+
+fn openai_model_object(stored: &StoredManifest) -> Value {
+    let created = stored
+        .modified_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "id": stored.name.to_string(),
+        "object": "model",
+        "created": created,
+        "owned_by": stored.name.namespace,
+    })
+}
+
 /// `/api/ps`: the loaded models.
 pub fn running_models(store: &Store, scheduler: &Scheduler) -> Vec<Value> {
     scheduler
@@ -101,7 +127,12 @@ pub fn show_model(store: &Store, name: &str, verbose: bool) -> Result<Value, Her
         Some(text) => Some(ChatTemplate::go(text)?),
         None => info.chat_template().map(|t| ChatTemplate::Jinja(t.to_string())),
     };
-    let mut capabilities = vec!["completion"];
+    // As Ollama: an embedding model (pooling in its GGUF) is not a completion model.
+    let mut capabilities = vec![if info.is_embedding_model() {
+        "embedding"
+    } else {
+        "completion"
+    }];
     if let Some(template) = &template {
         if template.supports_tools() {
             capabilities.push("tools");
@@ -109,7 +140,7 @@ pub fn show_model(store: &Store, name: &str, verbose: bool) -> Result<Value, Her
         if template.supports_insert() {
             capabilities.push("insert");
         }
-        if template.supports_thinking() {
+        if template.thinking_tags().is_some() {
             capabilities.push("thinking");
         }
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use herd_proto::frame::{read_frame, write_frame};
 use herd_proto::{
-    CompletionMetrics, CompletionRequest, ModelFacts, RequestId, RunnerMessage, ServerMessage, PROTOCOL_VERSION,
+    CompletionMetrics, CompletionRequest, ModelFacts, OutputFormat, RequestId, RunnerMessage, ServerMessage,
+    PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
@@ -74,21 +75,24 @@ pub enum RunnerError {
     /// The runner exited or its connection broke.
     #[error("model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check herd server logs for details{}", last_words(.0))]
     Stopped(String),
-    /// The runner said something that makes no sense.
+    /// Loading would take more memory than the machine has free.
     #[error(
         "model requires more system memory ({}) than is available ({})",
         crate::hardware::human_bytes(*needed),
         crate::hardware::human_bytes(*available)
     )]
-    /// Loading would take more memory than the machine has free.
     DoesNotFit {
         /// Estimated bytes: weights, adapter and KV cache.
         needed: u64,
         /// Bytes available.
         available: u64,
     },
+    /// The runner said something that makes no sense.
     #[error("model runner protocol error: {0}")]
     Protocol(String),
+    /// The runner could not do what it was asked; the message says why.
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn last_words(stderr_tail: &str) -> String {
@@ -386,6 +390,28 @@ impl RunnerClient {
         }
     }
 
+    /// The GBNF grammar for a structured-output format, or why the model cannot be held to it.
+    pub async fn compile_format(&self, format: OutputFormat) -> Result<Result<String, String>, RunnerError> {
+        match self.ask(|id| ServerMessage::CompileFormat { id, format }).await? {
+            RunnerMessage::Grammar { grammar, .. } => Ok(Ok(grammar)),
+            RunnerMessage::Failed { error, .. } if self.is_alive() => Ok(Err(error)),
+            // The runner died: the error is the stopped runner's message already.
+            RunnerMessage::Failed { error, .. } => Err(RunnerError::Failed(error)),
+            other => Err(RunnerError::Protocol(format!("expected a grammar, got {other:?}"))),
+        }
+    }
+
+    /// The model's pooled embedding of each input (cut to the context), and the tokens read.
+    pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), RunnerError> {
+        match self.ask(|id| ServerMessage::Embed { id, inputs }).await? {
+            RunnerMessage::Embeddings {
+                vectors, prompt_tokens, ..
+            } => Ok((vectors, prompt_tokens)),
+            RunnerMessage::Failed { error, .. } => Err(RunnerError::Failed(error)),
+            other => Err(RunnerError::Protocol(format!("expected embeddings, got {other:?}"))),
+        }
+    }
+
     /// Ends every request waiting on this runner with `error`.
     pub fn fail_in_flight(&self, error: &str) {
         fail_waiters(&self.waiters, error);
@@ -466,6 +492,8 @@ fn route(waiters: &Waiters, message: RunnerMessage) {
         | RunnerMessage::Failed { id, .. }
         | RunnerMessage::Tokens { id, .. }
         | RunnerMessage::Text { id, .. }
+        | RunnerMessage::Grammar { id, .. }
+        | RunnerMessage::Embeddings { id, .. }
         | RunnerMessage::Healthy { id, .. } => *id,
         other => {
             tracing::warn!(?other, "unexpected message from runner");

@@ -30,6 +30,74 @@ def gemma_modelfile() -> str:
     return (ROOT / "scripts/gemma3-270m.Modelfile").read_text()
 
 
+def modelfile_parts():
+    """The template and parameters of the project's Modelfile for the real model."""
+    text = gemma_modelfile()
+    template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
+    parameters = {}
+    for name, value in re.findall(r"^PARAMETER (\S+) (.+)$", text, re.M):
+        value = value.strip().strip('"')
+        if name == "stop":
+            parameters.setdefault("stop", []).append(value)
+        else:
+            parameters[name] = float(value) if "." in value else int(value)
+    return template, parameters
+
+
+def create_model(client) -> list:
+    """Uploads the real model's GGUF and creates MODEL with the official client; returns progress."""
+    digest = client.create_blob(model_path())
+    template, parameters = modelfile_parts()
+    return list(client.create(model=MODEL, files={"gemma-3-270m-q4_k_m.gguf": digest}, template=template,
+                              parameters=parameters, stream=True))
+
+
+@pytest.fixture(scope="session")
+def herd_with_model(herd_server):
+    """The base URL of a running herd server that has MODEL."""
+    import ollama
+
+    progress = create_model(ollama.Client(host=herd_server))
+    assert progress[-1].status == "success"
+    return herd_server
+
+
+def with_template(host: str, name: str, template_file: str) -> str:
+    """Creates `name` from MODEL with a template from tests/data, through the official client."""
+    import ollama
+
+    template = (ROOT / "tests/data" / template_file).read_text()
+    progress = list(ollama.Client(host=host).create(model=name, from_=MODEL, template=template, stream=True))
+    assert progress[-1].status == "success"
+    return name
+
+
+TOOLS_MODEL = "gemma3-tools:270m"
+
+
+@pytest.fixture(scope="session")
+def tools_model(herd_with_model):
+    """TOOLS_MODEL: the real model with a template that renders tools."""
+    return with_template(herd_with_model, TOOLS_MODEL, "gemma3-tools.gotmpl")
+
+
+THINK_MODEL = "gemma3-think:270m"
+# Two worked examples teach the base model to close its reasoning (see tests/tests/thinking.rs).
+WORKED_EXAMPLES = [
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "thinking": "Two plus two is four.", "content": "4"},
+    {"role": "user", "content": "What is 3+3?"},
+    {"role": "assistant", "thinking": "Three plus three is six.", "content": "6"},
+    {"role": "user", "content": "What is 5+5?"},
+]
+
+
+@pytest.fixture(scope="session")
+def think_model(herd_with_model):
+    """THINK_MODEL: the real model with a template that reasons between <think> tags."""
+    return with_template(herd_with_model, THINK_MODEL, "gemma3-think.gotmpl")
+
+
 @pytest.fixture(scope="session")
 def herd_server():
     """Yields the base URL of a running herd server; stops it afterwards."""

@@ -1,33 +1,15 @@
 """The official `ollama` Python client, unchanged, against the real herd server and model."""
 
-import re
-
 import ollama
 import pytest
 
-from conftest import MODEL, gemma_modelfile, model_path
-
-
-def _modelfile_parts():
-    text = gemma_modelfile()
-    template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
-    parameters = {}
-    for name, value in re.findall(r"^PARAMETER (\S+) (.+)$", text, re.M):
-        value = value.strip().strip('"')
-        if name == "stop":
-            parameters.setdefault("stop", []).append(value)
-        else:
-            parameters[name] = float(value) if "." in value else int(value)
-    return template, parameters
+from conftest import MODEL, create_model
 
 
 @pytest.fixture(scope="module")
 def client(herd_server):
     c = ollama.Client(host=herd_server)
-    digest = c.create_blob(model_path())
-    template, parameters = _modelfile_parts()
-    progress = list(c.create(model=MODEL, files={"gemma-3-270m-q4_k_m.gguf": digest}, template=template,
-                             parameters=parameters, stream=True))
+    progress = create_model(c)
     assert progress[-1].status == "success"
     return c
 
@@ -78,3 +60,37 @@ def test_errors_are_response_errors(client):
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 404
     assert "not found" in err.value.error
+
+
+def test_embed(client):
+    r = client.embed(model=MODEL, input=["The cat sat on the mat.", "Stock prices fell."])
+    assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 640
+    assert abs(sum(v * v for v in r.embeddings[0]) - 1.0) < 1e-4
+    assert r.prompt_eval_count > 5
+    cut = client.embed(model=MODEL, input="The cat sat on the mat.", dimensions=16)
+    assert len(cut.embeddings[0]) == 16
+    legacy = client.embeddings(model=MODEL, prompt="The cat sat on the mat.")
+    assert len(legacy.embedding) == 640
+    with pytest.raises(ollama.ResponseError) as err:
+        client.embed(model=MODEL, input="word " * 400, truncate=False, options={"num_ctx": 128})
+    assert err.value.status_code == 400
+    assert err.value.error == "the input length exceeds the context length"
+
+
+def test_structured_output_with_a_pydantic_schema(client):
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):
+        name: str = Field(max_length=20)
+        country: str = Field(max_length=20)
+        population_millions: int = Field(ge=0, le=50)
+
+    for seed in range(3):
+        r = client.chat(model=MODEL, messages=[{"role": "user", "content": "Tell me about Paris."}],
+                        format=City.model_json_schema(), options={"seed": seed, "temperature": 1.0, "num_predict": 120})
+        city = City.model_validate_json(r.message.content)
+        assert city.name
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model=MODEL, prompt="hi", format={"type": "object", "properties": {"a": {"type": "int"}}})
+    assert err.value.status_code == 400
+    assert "format.properties.a.type" in err.value.error

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod registry;
+
 /// The name the tests import the real model under.
 pub const MODEL: &str = "gemma3:270m";
 
@@ -94,12 +96,7 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl only; the server dies with the test process, and its runners with it.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).map_err(std::io::Error::from)
-            });
-        }
+        die_with_parent(&mut command);
         let mut child = spawn_from_lasting_thread(command).expect("spawn herd serve");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
@@ -182,6 +179,17 @@ impl TestServer {
         );
     }
 
+    /// Creates `name` from the model `from` with a template from `tests/data/<template_file>`.
+    pub fn create_with_template(&self, name: &str, from: &str, template_file: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(template_file);
+        let template = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (status, body) = self.post(
+            "/api/create",
+            &json!({ "model": name, "from": from, "template": template, "stream": false }),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// POSTs JSON and returns the status and the parsed body (`Value::Null` if empty).
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self.http.post(self.url(path)).json(body).send().expect("request");
@@ -239,6 +247,14 @@ impl TestServer {
             .collect()
     }
 
+    /// SIGKILLs the server and hands back its models dir, to start another server on it.
+    pub fn kill_keeping_models(mut self) -> tempfile::TempDir {
+        let models_dir = std::mem::replace(&mut self.models_dir, tempfile::tempdir().unwrap());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        models_dir
+    }
+
     /// Waits until `check` holds, or panics after `timeout` with `what`.
     pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + timeout;
@@ -255,6 +271,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -275,7 +294,17 @@ impl Drop for TestServer {
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process:
 /// a server shared by several tests (a `OnceLock`) must not die with the test that started it.
-fn spawn_from_lasting_thread(command: Command) -> std::io::Result<Child> {
+/// Makes a spawned process die with the test (SIGKILL on parent death).
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl only; the child dies with the test process, and its children with it.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).map_err(std::io::Error::from)
+        });
+    }
+}
+
+pub(crate) fn spawn_from_lasting_thread(command: Command) -> std::io::Result<Child> {
     type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -387,14 +416,19 @@ pub fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-/// Every file under `dir`, relative, sorted (to prove nothing was written elsewhere).
+/// Every file under `dir`, relative, sorted (to prove nothing was written elsewhere); the
+/// server's lock on its models directory is left out.
 pub fn tree(dir: &Path) -> Vec<String> {
+    /// The lock `herd serve` holds on its models directory.
+    const SERVE_LOCK: &str = ".herd-serve.lock";
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 walk(&path, root, out);
+            } else if path.file_name().is_some_and(|n| n == SERVE_LOCK) && path.parent() == Some(root) {
+                // The running server's claim on the directory, not model data.
             } else {
                 out.push(path.strip_prefix(root).unwrap().display().to_string());
             }

@@ -359,6 +359,37 @@ fn tags_show_copy_delete() {
 }
 
 #[test]
+fn deleting_a_loaded_model_stops_its_runner_unless_another_model_shares_it() {
+    // Its own server: this test deletes the model.
+    let s = TestServer::with_model();
+    let (status, _) = s.post("/api/copy", &json!({"source": MODEL, "destination": "twin:1"}));
+    assert_eq!(status, 200);
+    let (status, _) = s.post("/api/generate", &json!({"model": "twin:1", "prompt": ""}));
+    assert_eq!(status, 200);
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    // The weights are still MODEL's: the runner stays.
+    let delete = |name: &str| {
+        s.http
+            .delete(s.url("/api/delete"))
+            .json(&json!({ "model": name }))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(delete("twin:1"), 200);
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"].as_array().unwrap().len(), 1, "{ps}");
+    // The last model with those weights goes: so does its runner.
+    assert_eq!(delete(MODEL), 200);
+    s.wait_for("the runner to exit", std::time::Duration::from_secs(10), || {
+        herd_tests::has_exited(runners[0])
+    });
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"], json!([]), "{ps}");
+}
+
+#[test]
 fn empty_prompt_loads_and_keep_alive_zero_unloads() {
     let s = server();
     let (status, body) = s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));

@@ -218,11 +218,14 @@ fn files_that_are_not_gguf_fail_at_create_time() {
 }
 
 #[test]
-fn features_of_later_issues_are_refused_clearly() {
+fn features_the_model_lacks_and_unknown_formats_are_refused_clearly() {
     let s = server();
-    let (status, body) = s.post("/api/generate", &generate_body("hi", json!({"format": "json"})));
+    let (status, body) = s.post("/api/generate", &generate_body("hi", json!({"format": "yaml"})));
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("format"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("invalid format: \"yaml\""),
+        "{body}"
+    );
     let (status, body) = s.post("/api/chat", &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]}));
     assert_eq!(status, 400);
@@ -230,9 +233,25 @@ fn features_of_later_issues_are_refused_clearly() {
         body["error"],
         "registry.ollama.ai/library/gemma3:270m does not support tools"
     );
-    let (status, body) = s.post("/api/generate", &generate_body("hi", json!({"images": ["aGVsbG8="]})));
-    assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("vision"), "{body}");
+    // Not base64, base64 of text, and a real PNG header (on a model without vision).
+    for (images, want) in [
+        (json!(["@@not base64@@"]), "images[0] is not base64"),
+        (
+            json!(["iVBORw0KGgo=", "aGVsbG8="]),
+            "images[1] is not a PNG, JPEG, WebP, GIF or BMP image",
+        ),
+        (json!(["iVBORw0KGgo="]), "gemma3:270m does not support vision"),
+    ] {
+        let (status, body) = s.post("/api/generate", &generate_body("hi", json!({ "images": images })));
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(want), "{body}");
+        let (status, body) = s.post(
+            "/api/chat",
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi", "images": images}]}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(want), "{body}");
+    }
     let (status, body) = s.post("/api/generate", &generate_body("hi", json!({"think": true})));
     assert_eq!(status, 400);
     assert!(

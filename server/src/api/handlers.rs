@@ -10,16 +10,20 @@ use warp::hyper::Body;
 
 use super::reply::{self, now_rfc3339, parse_body};
 use super::types::{
-    ChatChunk, ChatMessageOut, ChatRequest, CopyRequest, CreateRequest, DeleteRequest, GenerateChunk, GenerateRequest,
-    Metrics, ShowRequest,
+    ChatChunk, ChatMessageOut, ChatRequest, CopyRequest, CreateRequest, EmbedRequest, EmbedResponse, EmbeddingsRequest,
+    GenerateChunk, GenerateRequest, Metrics, ModelRequest, ShowRequest, TransferRequest,
 };
 use super::AppState;
+use crate::bundle;
 use crate::create::{create_model, CreateProgress};
+use crate::embedding::{self, Shape};
 use crate::error::HerdError;
-use crate::inference::{FinalMetrics, Generation, GenerationEvent, Outcome};
+use crate::inference::{EmbedJob, FinalMetrics, Generation, GenerationEvent, Outcome};
 use crate::model::parse_name;
+use crate::registry::{Access, Progress};
 use crate::show;
 use crate::store::{Digest, StoreError};
+use crate::tools::ToolCall;
 
 type Reply = Response<Body>;
 
@@ -54,48 +58,82 @@ fn done_only(reason: &str, load_duration: std::time::Duration) -> Metrics {
     }
 }
 
-/// Streams a generation as chunks built by `chunk(text, final)`; an error after the start is
+/// One piece of an answer: text, reasoning or whole tool calls.
+#[derive(Default)]
+pub(super) struct Part {
+    /// Answer text.
+    pub text: String,
+    /// Reasoning text.
+    pub thinking: String,
+    /// Whole tool calls.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// Streams a generation as chunks built by `chunk(part, final)`; an error after the start is
 /// a last `{"error": ...}` line.
-fn stream_chunks<F>(generation: Generation, chunk: F) -> impl Stream<Item = Value> + Send
+fn stream_chunks<F>(generation: Box<Generation>, chunk: F) -> impl Stream<Item = Value> + Send
 where
-    F: Fn(String, Option<&FinalMetrics>) -> Value + Send + Sync + 'static,
+    F: Fn(Part, Option<&FinalMetrics>) -> Value + Send + Sync + 'static,
 {
     let chunk = Arc::new(chunk);
     futures_util::stream::unfold(Some(generation), move |state| {
         let chunk = chunk.clone();
         async move {
             let mut generation = state?;
-            match generation.next().await? {
-                GenerationEvent::Text(text) => Some((chunk(text, None), Some(generation))),
-                GenerationEvent::Done(done) => Some((chunk(String::new(), Some(&done)), None)),
-                GenerationEvent::Error(error) => Some((json!({ "error": error }), None)),
-            }
+            let part = match generation.next().await? {
+                GenerationEvent::Text(text) => Part {
+                    text,
+                    ..Default::default()
+                },
+                GenerationEvent::Thinking(thinking) => Part {
+                    thinking,
+                    ..Default::default()
+                },
+                GenerationEvent::ToolCalls(tool_calls) => Part {
+                    tool_calls,
+                    ..Default::default()
+                },
+                GenerationEvent::Done(done) => return Some((chunk(Part::default(), Some(&done)), None)),
+                GenerationEvent::Error(error) => return Some((json!({ "error": error }), None)),
+            };
+            Some((chunk(part, None), Some(generation)))
         }
     })
 }
 
+/// A whole answer, for `"stream": false`.
+pub(super) struct Collected {
+    /// Text, reasoning and tool calls, each joined.
+    pub part: Part,
+    /// The final metrics.
+    pub done: FinalMetrics,
+}
+
 /// Runs a generation to its end, for `"stream": false`.
-async fn collect(mut generation: Generation) -> Result<(String, FinalMetrics), HerdError> {
-    let mut text = String::new();
+pub(super) async fn collect(mut generation: Box<Generation>) -> Result<Collected, HerdError> {
+    let mut part = Part::default();
     while let Some(event) = generation.next().await {
         match event {
-            GenerationEvent::Text(piece) => text.push_str(&piece),
-            GenerationEvent::Done(done) => return Ok((text, done)),
+            GenerationEvent::Text(piece) => part.text.push_str(&piece),
+            GenerationEvent::Thinking(piece) => part.thinking.push_str(&piece),
+            GenerationEvent::ToolCalls(calls) => part.tool_calls.extend(calls),
+            GenerationEvent::Done(done) => return Ok(Collected { part, done }),
             GenerationEvent::Error(error) => return Err(HerdError::Internal(error)),
         }
     }
     Err(HerdError::Internal("generation ended without a result".into()))
 }
 
-/// Builds one `/api/generate` or `/api/chat` chunk: model, text, the final metrics (on the
-/// last chunk) and, for generate, the `context` tokens.
-type ChunkBuilder = fn(&str, String, Option<Metrics>, Option<Vec<i32>>) -> Value;
+/// Builds one `/api/generate` or `/api/chat` chunk: model, the part, the final metrics (on
+/// the last chunk) and, for generate, the `context` tokens.
+type ChunkBuilder = fn(&str, Part, Option<Metrics>, Option<Vec<i32>>) -> Value;
 
-fn generate_chunk(model: &str, text: String, metrics: Option<Metrics>, context: Option<Vec<i32>>) -> Value {
+fn generate_chunk(model: &str, part: Part, metrics: Option<Metrics>, context: Option<Vec<i32>>) -> Value {
     let chunk = GenerateChunk {
         model: model.to_string(),
         created_at: now_rfc3339(),
-        response: text,
+        response: part.text,
+        thinking: (!part.thinking.is_empty()).then_some(part.thinking),
         done: metrics.is_some(),
         context,
         metrics,
@@ -103,13 +141,15 @@ fn generate_chunk(model: &str, text: String, metrics: Option<Metrics>, context: 
     serde_json::to_value(chunk).unwrap_or_default()
 }
 
-fn chat_chunk(model: &str, text: String, metrics: Option<Metrics>, _context: Option<Vec<i32>>) -> Value {
+fn chat_chunk(model: &str, part: Part, metrics: Option<Metrics>, _context: Option<Vec<i32>>) -> Value {
     let chunk = ChatChunk {
         model: model.to_string(),
         created_at: now_rfc3339(),
         message: ChatMessageOut {
             role: "assistant",
-            content: text,
+            content: part.text,
+            thinking: (!part.thinking.is_empty()).then_some(part.thinking),
+            tool_calls: (!part.tool_calls.is_empty()).then(|| part.tool_calls.iter().map(ToolCall::to_json).collect()),
         },
         done: metrics.is_some(),
         metrics,
@@ -125,26 +165,26 @@ async fn reply_outcome(outcome: Result<Outcome, HerdError>, model: String, strea
         Err(e) => reply::herd_error(&e),
         Ok(Outcome::Loaded { load_duration }) => reply::json(
             200,
-            &chunk(&model, String::new(), Some(done_only("load", load_duration)), None),
+            &chunk(&model, Part::default(), Some(done_only("load", load_duration)), None),
         ),
         Ok(Outcome::Unloaded) => reply::json(
             200,
             &chunk(
                 &model,
-                String::new(),
+                Part::default(),
                 Some(done_only("unload", Default::default())),
                 None,
             ),
         ),
         Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
-        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |text, done| {
+        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |part, done| {
             let (metrics, context) = done.map(last).unwrap_or_default();
-            chunk(&model, text, metrics, context)
+            chunk(&model, part, metrics, context)
         })),
         Ok(Outcome::Streaming(generation)) => match collect(generation).await {
-            Ok((text, done)) => {
-                let (metrics, context) = last(&done);
-                reply::json(200, &chunk(&model, text, metrics, context))
+            Ok(whole) => {
+                let (metrics, context) = last(&whole.done);
+                reply::json(200, &chunk(&model, whole.part, metrics, context))
             }
             Err(e) => reply::herd_error(&e),
         },
@@ -163,6 +203,69 @@ pub async fn chat(state: Arc<AppState>, body: Bytes) -> Reply {
     let request: ChatRequest = body_or_reply!(body);
     let outcome = state.inference.chat(&request).await;
     reply_outcome(outcome, request.model, request.stream.unwrap_or(true), chat_chunk).await
+}
+
+/// `POST /api/embed`.
+pub async fn embed(state: Arc<AppState>, body: Bytes) -> Reply {
+    let request: EmbedRequest = body_or_reply!(body);
+    let job = embedding::parse_inputs(&request.input).and_then(|inputs| {
+        Ok(EmbedJob {
+            model: &request.model,
+            inputs,
+            truncate: request.truncate.unwrap_or(true),
+            shape: Shape {
+                dimensions: embedding::parse_dimensions(request.dimensions)?,
+                normalize: true,
+            },
+            options: request.options.as_ref(),
+            keep_alive: request.keep_alive.as_ref(),
+        })
+    });
+    let embedded = match job {
+        Ok(job) => state.inference.embed(job).await,
+        Err(e) => Err(e),
+    };
+    match embedded {
+        Ok(embedded) => reply::json(
+            200,
+            &EmbedResponse {
+                model: request.model,
+                embeddings: embedded.vectors,
+                total_duration: embedded.total_duration.as_nanos() as u64,
+                load_duration: embedded.load_duration.as_nanos() as u64,
+                prompt_eval_count: u64::from(embedded.prompt_tokens),
+            },
+        ),
+        Err(e) => reply::herd_error(&e),
+    }
+}
+
+/// `POST /api/embeddings`: the legacy form, one prompt, the vector as the model pools it.
+pub async fn embeddings(state: Arc<AppState>, body: Bytes) -> Reply {
+    let request: EmbeddingsRequest = body_or_reply!(body);
+    let inputs = if request.prompt.is_empty() {
+        Vec::new()
+    } else {
+        vec![request.prompt.clone()]
+    };
+    let job = EmbedJob {
+        model: &request.model,
+        inputs,
+        truncate: true,
+        shape: Shape {
+            dimensions: None,
+            normalize: false,
+        },
+        options: request.options.as_ref(),
+        keep_alive: request.keep_alive.as_ref(),
+    };
+    match state.inference.embed(job).await {
+        Ok(embedded) => {
+            let embedding = embedded.vectors.into_iter().next().unwrap_or_default();
+            reply::json(200, &json!({ "embedding": embedding }))
+        }
+        Err(e) => reply::herd_error(&e),
+    }
 }
 
 fn debug_info(model: &str, prompt: String) -> Value {
@@ -221,6 +324,142 @@ pub async fn create(state: Arc<AppState>, body: Bytes) -> Reply {
     reply::ndjson(futures_util::stream::once(async move { json!({ "status": first }) }).chain(rest))
 }
 
+/// `POST /api/pull`.
+pub async fn pull(state: Arc<AppState>, body: Bytes) -> Reply {
+    transfer(state, body, Access::Pull).await
+}
+
+/// `POST /api/push`.
+pub async fn push(state: Arc<AppState>, body: Bytes) -> Reply {
+    transfer(state, body, Access::Push).await
+}
+
+/// A pull or push: refusals (bad name, registry not allowed) get their status code; then
+/// the transfer runs in a task whose progress is streamed, and which stops when the client
+/// hangs up.
+async fn transfer(state: Arc<AppState>, body: Bytes, access: Access) -> Reply {
+    let request: TransferRequest = body_or_reply!(body);
+    let name = match parse_name(&request.model) {
+        Ok(name) => name,
+        Err(e) => return reply::herd_error(&e),
+    };
+    let connection = match state.registry.connect(&name, request.insecure.unwrap_or(false), access) {
+        Ok(connection) => connection,
+        Err(e) => return reply::herd_error(&e.into()),
+    };
+    if access == Access::Push {
+        if let Err(e) = state.store.read_manifest(&name) {
+            return reply::herd_error(&e.into());
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let progress = Progress::new(tx);
+        match access {
+            Access::Pull => state.registry.pull(connection, &state.store, &name, &progress).await,
+            Access::Push => state.registry.push(connection, &state.store, &name, &progress).await,
+        }
+    }));
+    if !request.stream.unwrap_or(true) {
+        return match task.finish().await {
+            Ok(()) => reply::json(200, &json!({ "status": "success" })),
+            Err(e) => reply::herd_error(&e),
+        };
+    }
+    let lines = futures_util::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
+        if let Some(status) = rx.recv().await {
+            return Some((json!(status), (rx, task)));
+        }
+        match task?.finish().await {
+            Ok(()) => None,
+            Err(e) => Some((json!({ "error": e.to_string() }), (rx, None))),
+        }
+    });
+    reply::ndjson(lines)
+}
+
+/// A spawned transfer, aborted if its answer is dropped (the client hung up).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), crate::registry::RegistryError>>);
+
+impl AbortOnDrop {
+    async fn finish(mut self) -> Result<(), HerdError> {
+        match (&mut self.0).await {
+            Ok(result) => result.map_err(HerdError::from),
+            Err(e) => Err(HerdError::Internal(format!("the transfer stopped: {e}"))),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `POST /api/export`: the model as an OCI image-layout tar, streamed as it is written.
+pub async fn export(state: Arc<AppState>, body: Bytes) -> Reply {
+    let request: ModelRequest = body_or_reply!(body);
+    let name = match parse_name(&request.model) {
+        Ok(name) => name,
+        Err(e) => return reply::herd_error(&e),
+    };
+    if let Err(StoreError::ModelNotFound(_)) = state.store.read_manifest(&name) {
+        return reply::error(404, &format!("model '{}' not found", request.model));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx.clone()));
+        if let Err(e) = bundle::export_model(&state.store, &name, out) {
+            tracing::warn!(model = %name, "export stopped: {e}");
+            // An error in the body makes the server cut the connection: the client sees a
+            // failed download, never a short tar.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    Response::builder()
+        .header("content-type", "application/x-tar")
+        .body(Body::wrap_stream(chunks))
+        .unwrap_or_default()
+}
+
+/// Writes into a response body's channel; fails once the client has gone.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `POST /api/import`: the body is an OCI image-layout tar, read straight into the store.
+pub async fn import(
+    state: Arc<AppState>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin + 'static,
+) -> Reply {
+    let chunks = body.map(|chunk| {
+        chunk
+            .map(|mut buf| buf.copy_to_bytes(buf.remaining()))
+            .map_err(std::io::Error::other)
+    });
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
+    match tokio::task::spawn_blocking(move || bundle::import_bundle(&state.store, reader)).await {
+        Ok(Ok(models)) => reply::json(
+            200,
+            &json!({ "status": "success", "models": models.iter().map(|m| m.display_shortest()).collect::<Vec<_>>() }),
+        ),
+        Ok(Err(e)) => reply::herd_error(&e),
+        Err(e) => reply::error(500, &e.to_string()),
+    }
+}
+
 /// `POST /api/show`.
 pub async fn show(state: Arc<AppState>, body: Bytes) -> Reply {
     let request: ShowRequest = body_or_reply!(body);
@@ -265,12 +504,12 @@ pub async fn copy(state: Arc<AppState>, body: Bytes) -> Reply {
 
 /// `DELETE /api/delete`.
 pub async fn delete(state: Arc<AppState>, body: Bytes) -> Reply {
-    let request: DeleteRequest = body_or_reply!(body);
+    let request: ModelRequest = body_or_reply!(body);
     let name = match parse_name(&request.model) {
         Ok(name) => name,
         Err(e) => return reply::herd_error(&e),
     };
-    match state.store.delete(&name) {
+    match state.inference.delete(&name).await {
         Ok(()) => reply::empty_ok(),
         Err(StoreError::ModelNotFound(_)) => reply::error(404, &format!("model '{}' not found", request.model)),
         Err(e) => reply::herd_error(&e.into()),

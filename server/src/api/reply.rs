@@ -53,6 +53,57 @@ where
         .unwrap_or_default()
 }
 
+/// Server-sent events: each value as a `data:` event, then `data: [DONE]` (OpenAI's end).
+pub fn sse<S>(events: S) -> Response<Body>
+where
+    S: Stream<Item = serde_json::Value> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let body = events
+        .map(|value| format!("data: {value}\n\n"))
+        .chain(futures_util::stream::once(async { "data: [DONE]\n\n".to_string() }))
+        .map(|event| Ok::<_, std::convert::Infallible>(Bytes::from(event)));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::wrap_stream(body))
+        .unwrap_or_default()
+}
+
+/// One named server-sent event: its name and data.
+pub type NamedEvent = (&'static str, serde_json::Value);
+
+/// Turns the events of one generation into named server-sent events (Anthropic's Messages
+/// stream, the Responses API's), keeping whatever state the format needs between them.
+pub trait EventEncoder: Send + 'static {
+    /// Events for a piece of answer text.
+    fn text(&mut self, text: String) -> Vec<NamedEvent>;
+    /// Events for a piece of reasoning.
+    fn thinking(&mut self, text: String) -> Vec<NamedEvent>;
+    /// Events for whole tool calls.
+    fn tool_calls(&mut self, calls: &[crate::tools::ToolCall]) -> Vec<NamedEvent>;
+    /// The closing events.
+    fn done(&mut self, done: &crate::inference::FinalMetrics) -> Vec<NamedEvent>;
+    /// The events for a failure after the stream began.
+    fn error(&mut self, message: &str) -> Vec<NamedEvent>;
+}
+
+/// Named server-sent events (`event: <name>` then `data: <json>`), as Anthropic streams.
+pub fn named_sse<S>(events: S) -> Response<Body>
+where
+    S: Stream<Item = NamedEvent> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let body = events.map(|(name, value)| {
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("event: {name}\ndata: {value}\n\n")))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::wrap_stream(body))
+        .unwrap_or_default()
+}
+
 /// Decodes a JSON request body; the error is Ollama's message for an empty or malformed one.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     if body.iter().all(u8::is_ascii_whitespace) {

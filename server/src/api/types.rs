@@ -31,7 +31,7 @@ pub struct GenerateRequest {
     /// Stream (default) or answer once.
     #[serde(default)]
     pub stream: Option<bool>,
-    /// Structured output (not supported yet).
+    /// Structured output: `"json"` or a JSON Schema.
     #[serde(default)]
     pub format: Option<Value>,
     /// Images (base64).
@@ -65,12 +65,18 @@ pub struct ChatRequest {
     /// Tool definitions.
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
-    /// Structured output (not supported yet).
+    /// herd's extension: `auto`, `none`, `required` or `{"type": "function", "function": {"name"}}`.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Structured output: `"json"` or a JSON Schema.
     #[serde(default)]
     pub format: Option<Value>,
     /// Thinking.
     #[serde(default)]
     pub think: Option<Value>,
+    /// `think` on a model that cannot reason is ignored instead of refused (Anthropic layer).
+    #[serde(skip)]
+    pub relax_thinking: bool,
     /// Per-request options.
     #[serde(default)]
     pub options: Option<Map<String, Value>>,
@@ -80,6 +86,59 @@ pub struct ChatRequest {
     /// Render the prompt and return it without running the model.
     #[serde(default, rename = "_debug_render_only")]
     pub debug_render_only: bool,
+}
+
+/// `POST /api/embed`.
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbedRequest {
+    /// Model name.
+    pub model: String,
+    /// A string or a list of strings.
+    #[serde(default)]
+    pub input: Value,
+    /// Cut inputs longer than the context (default) instead of refusing them.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// Keep only the first this many dimensions (normalised again).
+    #[serde(default)]
+    pub dimensions: Option<i64>,
+    /// Per-request options.
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+    /// How long the model stays loaded afterwards.
+    #[serde(default)]
+    pub keep_alive: Option<Value>,
+}
+
+/// `POST /api/embed`'s answer, durations in nanoseconds.
+#[derive(Debug, Serialize)]
+pub struct EmbedResponse {
+    /// Model name as requested.
+    pub model: String,
+    /// One L2-normalised vector per input.
+    pub embeddings: Vec<Vec<f32>>,
+    /// Request start to answer.
+    pub total_duration: u64,
+    /// Time to get a runner.
+    pub load_duration: u64,
+    /// Tokens read.
+    pub prompt_eval_count: u64,
+}
+
+/// `POST /api/embeddings` (legacy).
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbeddingsRequest {
+    /// Model name.
+    pub model: String,
+    /// The text; empty loads the model.
+    #[serde(default)]
+    pub prompt: String,
+    /// Per-request options.
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+    /// How long the model stays loaded afterwards.
+    #[serde(default)]
+    pub keep_alive: Option<Value>,
 }
 
 /// The metrics of a final chunk, in nanoseconds.
@@ -124,6 +183,9 @@ pub struct GenerateChunk {
     pub created_at: String,
     /// Text piece.
     pub response: String,
+    /// Reasoning piece (`think`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
     /// Whether this is the last line.
     pub done: bool,
     /// Token ids of prompt and answer (final line, not in raw mode).
@@ -141,6 +203,12 @@ pub struct ChatMessageOut {
     pub role: &'static str,
     /// Text piece.
     pub content: String,
+    /// Reasoning piece (`think`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Whole tool calls: `[{"id", "function": {"index", "name", "arguments"}}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 /// One line of a `/api/chat` answer.
@@ -217,12 +285,26 @@ pub struct CopyRequest {
     pub destination: String,
 }
 
-/// `DELETE /api/delete`.
+/// A body naming one model: `DELETE /api/delete`, `POST /api/export`.
 #[derive(Debug, Deserialize)]
-pub struct DeleteRequest {
+pub struct ModelRequest {
     /// Model name (`name` is the legacy spelling).
     #[serde(alias = "name")]
     pub model: String,
+}
+
+/// `POST /api/pull` and `POST /api/push`.
+#[derive(Debug, Deserialize)]
+pub struct TransferRequest {
+    /// Model name (`name` is the legacy spelling).
+    #[serde(alias = "name")]
+    pub model: String,
+    /// Allow a plain-http registry.
+    #[serde(default)]
+    pub insecure: Option<bool>,
+    /// Stream progress lines (default true).
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 /// `details` of a model in tags, show and ps.

@@ -87,6 +87,16 @@ impl PromptTemplate {
         self.vars.contains(&field)
     }
 
+    /// What the model writes before a tool call (`<tool_call>`), empty for bare JSON calls.
+    pub fn tool_call_tag(&self) -> String {
+        self.template.tool_call_tag()
+    }
+
+    /// The tags around reasoning (`<think>`, `</think>`), inferred as Ollama infers them.
+    pub fn thinking_tags(&self) -> Option<(String, String)> {
+        self.template.thinking_tags()
+    }
+
     /// Renders a prompt the way Ollama's `Template.Execute` does.
     pub fn render(&self, values: &Values) -> Result<String, TemplateError> {
         let (system, messages) = collate(&values.messages);

@@ -100,3 +100,38 @@ fn prompt_template_api() {
     };
     assert_eq!(legacy.render(&values).as_deref(), Ok("hi"));
 }
+
+#[test]
+fn tool_call_tags_come_from_the_tool_calls_branch() {
+    let tag = |source: &str| PromptTemplate::parse(source).unwrap().tool_call_tag();
+    assert_eq!(
+        tag("{{ range .Messages }}{{- if .ToolCalls }}<tool_call>\n{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\"}{{ end }}</tool_call>{{ end }}{{ end }}"),
+        "<tool_call>"
+    );
+    // Bare JSON calls: the first text is the JSON itself.
+    assert_eq!(
+        tag("{{ if .ToolCalls }}{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\"}{{ end }}{{ end }}"),
+        ""
+    );
+    assert_eq!(
+        tag("{{ if .Messages }}{{ if .ToolCalls }}[TOOL_CALLS]{{ json .ToolCalls }}{{ end }}{{ end }}"),
+        "[TOOL_CALLS]"
+    );
+    assert_eq!(tag("{{ .Prompt }}"), "");
+}
+
+/// Ollama's own `TestInferThinkingTags` cases (thinking/template_test.go), kept as data.
+#[test]
+fn thinking_tags_are_inferred_as_ollama_infers_them() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../../tests-data/templates/thinking-tags.json")).unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let template = PromptTemplate::parse(case["template"].as_str().unwrap()).unwrap();
+        let want = match (case["opening"].as_str().unwrap(), case["closing"].as_str().unwrap()) {
+            ("", "") => None,
+            (opening, closing) => Some((opening.to_string(), closing.to_string())),
+        };
+        assert_eq!(template.thinking_tags(), want, "{}", case["desc"]);
+    }
+}

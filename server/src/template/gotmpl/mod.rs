@@ -125,6 +125,29 @@ impl Template {
         names.into_iter().collect()
     }
 
+    /// The text a model writes before a tool call, as Ollama's `parseTag` finds it: the first
+    /// text inside the first `{{ if .ToolCalls }}`, trimmed and cut before any `{`. Empty when
+    /// calls are bare JSON (or the template shows none).
+    pub fn tool_call_tag(&self) -> String {
+        let Some(branch) = self.trees.get("").and_then(|root| find_tool_calls_if(root)) else {
+            return String::new();
+        };
+        let Some(text) = first_text(&branch.list) else {
+            return String::new();
+        };
+        let text = text.trim().replace("\r\n", "\n");
+        text.split('{').next().unwrap_or_default().to_string()
+    }
+
+    /// The tags around reasoning, as Ollama's `thinking.InferTags` finds them: for each
+    /// `.Thinking` inside the range over `.Messages`, the first and last texts of the list
+    /// holding it (trimmed; the last match wins). `None` unless both are found.
+    pub fn thinking_tags(&self) -> Option<(String, String)> {
+        let mut tags = (String::new(), String::new());
+        infer_thinking_tags(self.trees.get("")?, false, &mut tags);
+        (!tags.0.is_empty() && !tags.1.is_empty()).then_some(tags)
+    }
+
     /// Appends a `{{ .Response }}` action to the main tree.
     pub fn append_response(&mut self) {
         if let Some(root) = self.trees.get_mut("") {
@@ -149,6 +172,83 @@ impl Template {
         }
         Template { trees }
     }
+}
+
+/// The first `if` whose condition names `.ToolCalls`, searched depth first.
+fn find_tool_calls_if(nodes: &[Node]) -> Option<&parse::Branch> {
+    let names_tool_calls = |branch: &parse::Branch| {
+        branch.pipe.cmds.iter().flat_map(|c| &c.args).any(|arg| match arg {
+            Arg::Field(fields) | Arg::Var(_, fields) => fields.iter().any(|f| f == "ToolCalls"),
+            _ => false,
+        })
+    };
+    nodes.iter().find_map(|node| match node {
+        Node::If(branch) if names_tool_calls(branch) => Some(branch),
+        Node::If(branch) | Node::With(branch) | Node::Range(branch) => {
+            find_tool_calls_if(&branch.list).or_else(|| branch.else_list.as_deref().and_then(find_tool_calls_if))
+        }
+        _ => None,
+    })
+}
+
+/// [`Template::thinking_tags`] over one list; `in_messages` when the nearest enclosing range
+/// ranges over `.Messages`.
+fn infer_thinking_tags(list: &[Node], in_messages: bool, tags: &mut (String, String)) {
+    let take = |tags: &mut (String, String)| {
+        if let Some(Node::Text(text)) = list.first() {
+            tags.0 = text.trim().to_string();
+        }
+        if let Some(Node::Text(text)) = list.last() {
+            tags.1 = text.trim().to_string();
+        }
+    };
+    for node in list {
+        match node {
+            Node::Action(pipe) | Node::Template { pipe: Some(pipe), .. }
+                if in_messages && pipe_has_field(pipe, "Thinking") =>
+            {
+                take(tags);
+            }
+            Node::If(branch) | Node::With(branch) | Node::Range(branch) => {
+                let inner = match node {
+                    Node::Range(_) => pipe_has_field(&branch.pipe, "Messages"),
+                    _ => in_messages,
+                };
+                if inner && pipe_has_field(&branch.pipe, "Thinking") {
+                    take(tags);
+                }
+                infer_thinking_tags(&branch.list, inner, tags);
+                if let Some(else_list) = &branch.else_list {
+                    infer_thinking_tags(else_list, inner, tags);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether a pipeline names the field `.<name>` (not `$.<name>`), nested pipelines included.
+fn pipe_has_field(pipe: &Pipe, name: &str) -> bool {
+    pipe.cmds.iter().flat_map(|c| &c.args).any(|arg| match arg {
+        Arg::Field(fields) => fields.first().is_some_and(|f| f == name),
+        Arg::Pipe(inner, _) => pipe_has_field(inner, name),
+        _ => false,
+    })
+}
+
+/// The first text of a list, not looking past an action or a nested block without text.
+fn first_text(nodes: &[Node]) -> Option<&str> {
+    for node in nodes {
+        match node {
+            Node::Text(text) => return Some(text),
+            Node::If(branch) | Node::With(branch) | Node::Range(branch) => {
+                return first_text(&branch.list).or_else(|| branch.else_list.as_deref().and_then(first_text));
+            }
+            Node::Action(_) => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 fn idents_list(nodes: &[Node], names: &mut BTreeSet<String>) {
