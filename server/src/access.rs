@@ -1,0 +1,271 @@
+//! Who may use which route: API keys with scopes (`HERD_API_KEY`), the Host header on a
+//! loopback listener (DNS rebinding), and model management from other machines.
+
+use std::net::{IpAddr, SocketAddr};
+
+use sha2::{Digest as _, Sha256};
+
+/// What a route does, from least to most powerful; a key's scope allows its own and the
+/// ones below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Reading: tags, show, ps, version, /v1/models.
+    Read,
+    /// Inference: generate, chat, embed and the /v1 completions.
+    Infer,
+    /// Model management: pull, push, create, copy, delete, blobs, export, import.
+    Admin,
+}
+
+impl Scope {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Self::Read),
+            "infer" => Some(Self::Infer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// The scope a request to `path` needs; `None` for the open heartbeat (`/`).
+    pub fn of(path: &str) -> Option<Self> {
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            return None;
+        }
+        Some(match path {
+            "/api/tags" | "/api/show" | "/api/ps" | "/api/version" => Self::Read,
+            p if p == "/v1/models" || p.starts_with("/v1/models/") => Self::Read,
+            "/api/generate" | "/api/chat" | "/api/embed" | "/api/embeddings" => Self::Infer,
+            p if p.starts_with("/v1/") => Self::Infer,
+            _ => Self::Admin,
+        })
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No key, or not one of the configured keys: 401.
+    #[error("unauthorized: this server needs an API key (Authorization: Bearer <key>)")]
+    Unauthorized,
+    /// A key whose scope does not cover the route: 403.
+    #[error("forbidden: the API key's scope does not allow this request")]
+    OutOfScope,
+    /// A Host header that is not a loopback name on a loopback listener: 403.
+    #[error("forbidden: host {0:?} is not allowed on a loopback listener")]
+    Host(String),
+    /// Model management from another machine with no keys configured: 403.
+    #[error("forbidden: managing models from another machine needs an API key; set HERD_API_KEY (an admin key) on the server")]
+    RemoteAdmin,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            _ => 403,
+        }
+    }
+}
+
+/// The access rules of one server.
+#[derive(Clone, Debug)]
+pub struct AccessPolicy {
+    /// The listener's address.
+    bound: SocketAddr,
+    /// sha256 of each key, with its scope (hashes, so that the comparison takes the same
+    /// time whatever the key shares with a guess).
+    keys: Vec<([u8; 32], Scope)>,
+}
+
+/// What the policy looks at in a request.
+pub struct RequestFacts<'a> {
+    /// The URL path.
+    pub path: &'a str,
+    /// The Host header.
+    pub host: Option<&'a str>,
+    /// The Authorization header.
+    pub authorization: Option<&'a str>,
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
+}
+
+impl AccessPolicy {
+    /// The policy for a listener on `bound` with `HERD_API_KEY`'s value: keys separated by
+    /// commas, each `KEY` (admin) or `KEY=read|infer|admin`.
+    pub fn new(bound: SocketAddr, api_keys: Option<&str>) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for entry in api_keys
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (key, scope) = match entry.rsplit_once('=') {
+                Some((key, scope)) => (
+                    key,
+                    Scope::parse(scope)
+                        .ok_or_else(|| format!("unknown scope {scope:?} (expected read, infer or admin)"))?,
+                ),
+                None => (entry, Scope::Admin),
+            };
+            if key.len() < 8 {
+                return Err("an API key must have at least 8 characters".into());
+            }
+            keys.push((hash(key), scope));
+        }
+        Ok(Self { bound, keys })
+    }
+
+    /// Whether the request may go on.
+    pub fn check(&self, request: &RequestFacts<'_>) -> Result<(), Refusal> {
+        if self.bound.ip().is_loopback() {
+            if let Some(host) = request.host.filter(|h| !is_loopback_host(h)) {
+                return Err(Refusal::Host(host.chars().take(100).collect()));
+            }
+        }
+        let Some(needed) = Scope::of(request.path) else {
+            return Ok(());
+        };
+        if self.keys.is_empty() {
+            let remote = request.remote.is_some_and(|r| !r.ip().is_loopback());
+            return if needed == Scope::Admin && remote {
+                Err(Refusal::RemoteAdmin)
+            } else {
+                Ok(())
+            };
+        }
+        let presented = request
+            .authorization
+            .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+            .map(|k| hash(k.trim()))
+            .ok_or(Refusal::Unauthorized)?;
+        let scope = self
+            .keys
+            .iter()
+            .fold(None, |found, (key, scope)| {
+                if constant_time_eq(key, &presented) {
+                    Some(*scope)
+                } else {
+                    found
+                }
+            })
+            .ok_or(Refusal::Unauthorized)?;
+        if scope >= needed {
+            Ok(())
+        } else {
+            Err(Refusal::OutOfScope)
+        }
+    }
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// `localhost`, `*.localhost` or a loopback address, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(path: &'a str, host: Option<&'a str>, authorization: Option<&'a str>) -> RequestFacts<'a> {
+        RequestFacts {
+            path,
+            host,
+            authorization,
+            remote: Some("127.0.0.1:5000".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn routes_need_the_scope_of_what_they_do() {
+        assert_eq!(Scope::of("/"), None);
+        assert_eq!(Scope::of("/api/tags"), Some(Scope::Read));
+        assert_eq!(Scope::of("/v1/models/gemma3:270m"), Some(Scope::Read));
+        assert_eq!(Scope::of("/api/chat"), Some(Scope::Infer));
+        assert_eq!(Scope::of("/v1/messages"), Some(Scope::Infer));
+        assert_eq!(Scope::of("/api/pull"), Some(Scope::Admin));
+        assert_eq!(Scope::of("/api/blobs/sha256:00"), Some(Scope::Admin));
+    }
+
+    #[test]
+    fn keys_and_scopes_are_checked() {
+        let bound = "127.0.0.1:11434".parse().unwrap();
+        let policy = AccessPolicy::new(bound, Some("reader-key-1=read, admin-key-1")).unwrap();
+        assert_eq!(policy.check(&facts("/", None, None)), Ok(()));
+        assert_eq!(
+            policy.check(&facts("/api/tags", None, None)),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            policy.check(&facts("/api/tags", None, Some("Bearer wrong-key-1"))),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            policy.check(&facts("/api/tags", None, Some("Bearer reader-key-1"))),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check(&facts("/api/chat", None, Some("Bearer reader-key-1"))),
+            Err(Refusal::OutOfScope)
+        );
+        assert_eq!(
+            policy.check(&facts("/api/delete", None, Some("Bearer admin-key-1"))),
+            Ok(())
+        );
+        assert!(AccessPolicy::new(bound, Some("short")).is_err());
+        assert!(AccessPolicy::new(bound, Some("long-enough=root")).is_err());
+    }
+
+    #[test]
+    fn a_loopback_listener_takes_only_loopback_host_names() {
+        let policy = AccessPolicy::new("127.0.0.1:11434".parse().unwrap(), None).unwrap();
+        for host in [
+            "localhost:11434",
+            "127.0.0.1:11434",
+            "[::1]:11434",
+            "LOCALHOST",
+            "app.localhost",
+        ] {
+            assert_eq!(policy.check(&facts("/api/tags", Some(host), None)), Ok(()), "{host}");
+        }
+        for host in ["evil.example", "evil.example:11434", "127.0.0.1.evil.example"] {
+            assert!(
+                matches!(
+                    policy.check(&facts("/api/tags", Some(host), None)),
+                    Err(Refusal::Host(_))
+                ),
+                "{host}"
+            );
+        }
+        // Bound to all interfaces, any Host goes; model management from afar needs a key.
+        let open = AccessPolicy::new("0.0.0.0:11434".parse().unwrap(), None).unwrap();
+        let mut remote = facts("/api/delete", Some("server.lan"), None);
+        remote.remote = Some("192.168.1.20:5000".parse().unwrap());
+        assert_eq!(open.check(&remote), Err(Refusal::RemoteAdmin));
+        remote.path = "/api/chat";
+        assert_eq!(open.check(&remote), Ok(()));
+    }
+}
