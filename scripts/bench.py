@@ -234,6 +234,62 @@ def measure(targets: dict, runs: int) -> dict:
             for name, by_label in samples.items()}
 
 
+def measure_pull(herd_bin: pathlib.Path, work: str, runs: int) -> dict:
+    """Pull throughput from a local docker-registry: herd's whole pull (manifest, parallel
+    ranged parts, sha256 check, fsync) against curl fetching the same blob to a file."""
+    storage, models = tempfile.mkdtemp(), tempfile.mkdtemp()
+    reg_port, herd_port = free_port(), free_port()
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(pathlib.Path(__file__).parent / "../../shared/registry/registry-config.yml")],
+        env=dict(os.environ, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=storage,
+                 REGISTRY_HTTP_ADDR=f"127.0.0.1:{reg_port}"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, HERD_HOST=f"127.0.0.1:{herd_port}", HERD_MODELS=models,
+               HERD_RUNNER=str(herd_bin / "herd-runner"), HERD_REGISTRIES=f"127.0.0.1:{reg_port}")
+    herd = subprocess.Popen([str(herd_bin / "herd"), "serve"], env=env, stderr=subprocess.DEVNULL)
+    base, name = f"http://127.0.0.1:{herd_port}", f"127.0.0.1:{reg_port}/bench/gemma:latest"
+
+    def post(path: str, body: dict) -> dict:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
+        return json.loads(urllib.request.urlopen(request, timeout=600).read() or b"{}")
+
+    try:
+        wait_http(base + "/")
+        wait_http(f"http://127.0.0.1:{reg_port}/v2/")
+        subprocess.run([str(herd_bin / "herd"), "create", name, "-f", os.path.join(work, "Modelfile")],
+                       env=env, check=True, stderr=subprocess.DEVNULL)
+        assert post("/api/push", {"model": name, "insecure": True, "stream": False})["status"] == "success"
+        manifest = json.loads(pathlib.Path(models, "manifests", f"127.0.0.1:{reg_port}", "bench", "gemma",
+                                           "latest").read_bytes())
+        weights = max(manifest["layers"], key=lambda layer: layer["size"])
+        blob_url = f"http://127.0.0.1:{reg_port}/v2/bench/gemma/blobs/{weights['digest']}"
+        target = os.path.join(models, "curl-copy")
+        herd_times, curl_times, synced_times = [], [], []
+        for _ in range(runs):
+            request = urllib.request.Request(base + "/api/delete", data=json.dumps({"model": name}).encode(),
+                                             method="DELETE")
+            urllib.request.urlopen(request, timeout=60).read()
+            start = time.perf_counter()
+            assert post("/api/pull", {"model": name, "insecure": True, "stream": False})["status"] == "success"
+            herd_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run(["curl", "-sf", "-o", target, blob_url], check=True)
+            curl_times.append(time.perf_counter() - start)
+            with open(target, "rb") as copy:
+                os.fsync(copy.fileno())
+            synced_times.append(time.perf_counter() - start)
+            os.remove(target)
+        size = weights["size"]
+        return {"size": size, "herd": size / statistics.median(herd_times), "curl": size / statistics.median(curl_times),
+                "curl_synced": size / statistics.median(synced_times)}
+    finally:
+        for proc in (herd, registry):
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(storage, ignore_errors=True)
+        shutil.rmtree(models, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--herd-bin", required=True)
@@ -299,6 +355,8 @@ def main() -> None:
         herd, base, peer_base = start_pair(SLOTS)
         concurrency = measure_concurrency({"herd": (run_herd, base), "peer": (run_peer, peer_base)},
                                           a.runs)
+        stop_all()
+        pull = measure_pull(herd_bin, work, a.runs)
     finally:
         stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -355,6 +413,13 @@ over its socket, {trips['direct'] * 1000:.1f} ms, so herd's server adds
 
 herd's server process: {idle_rss / mib:.1f} MiB resident after start, without a model; {unloaded_rss / mib:.1f} MiB
 after the benchmark, with the model unloaded (target: under 40 MB). Runners are separate processes.
+
+Pull from a local `docker-registry` (the {pull['size'] / 1e6:.0f} MB weights blob, loopback, median of
+{a.runs}): herd's whole `/api/pull` (manifest, parallel ranged parts, sha256 check, fsync, manifest
+written) {pull['herd'] / 1e6:.0f} MB/s; `curl` fetching the same blob to a file {pull['curl'] / 1e6:.0f} MB/s;
+ratio {pull['herd'] / pull['curl']:.2f}x (target: at least 0.9x). herd fsyncs the blob before it
+enters the store; curl followed by an fsync of its file: {pull['curl_synced'] / 1e6:.0f} MB/s, herd
+{pull['herd'] / pull['curl_synced']:.2f}x of that.
 """ + NOTES
     pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(a.out).write_text(text)

@@ -1,10 +1,14 @@
 //! `herd`: an Ollama-compatible local LLM server (`herd serve`) and its command line.
 
+mod access;
 mod api;
+mod bundle;
 mod cli;
 mod config;
 mod create;
+mod embedding;
 mod error;
+mod format;
 mod gguf;
 mod hardware;
 mod inference;
@@ -14,11 +18,14 @@ mod modelfile;
 mod options;
 mod placement;
 mod prompt;
+mod registry;
 mod scheduler;
 mod show;
 mod store;
 mod supervisor;
 mod template;
+mod thinking;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,15 +36,27 @@ use clap::Parser;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::inference::Inference;
+use crate::registry::{Credentials, Registry, RegistryPolicy};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
+
+/// Interrupted downloads older than this are removed at start; younger ones resume.
+const STALE_PARTIAL_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[tokio::main]
 async fn main() {
     let args = cli::Cli::parse();
     let result = match args.command {
         Some(cli::Command::Serve) => serve().await,
-        Some(command) => cli::run(command).await,
+        Some(command) => {
+            // A client piped into `head` should stop quietly, as other command-line tools do.
+            // SAFETY: restores the default disposition before any other thread uses SIGPIPE.
+            unsafe {
+                let _ =
+                    nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+            }
+            cli::run(command).await
+        }
         None => cli::print_version().await,
     };
     if let Err(e) = result {
@@ -57,7 +76,12 @@ async fn serve() -> anyhow::Result<()> {
         .init();
     hardware::Hardware::detect();
     let store = Arc::new(Store::open(&config.models_dir).context("cannot open the models directory")?);
+    let _claim = store.claim()?;
     store.remove_stale_temp_files();
+    store.prune_stale_partials(STALE_PARTIAL_AGE);
+    let credentials =
+        Credentials::load(config.registry_auth.as_deref(), &config.registry_auth_file).map_err(anyhow::Error::msg)?;
+    let registry = Registry::new(RegistryPolicy::new(config.registries.as_deref()), credentials)?;
     let scheduler = Scheduler::new(&config);
     let inference = Inference::new(config.clone(), store.clone(), scheduler.clone());
     let state = Arc::new(AppState {
@@ -65,6 +89,7 @@ async fn serve() -> anyhow::Result<()> {
         store,
         scheduler: scheduler.clone(),
         inference,
+        registry,
     });
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let (addr, server) = warp::serve(api::routes(state))
@@ -74,7 +99,12 @@ async fn serve() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.host))?;
     for (name, meaning) in config::ENV_VARS {
         if let Some(value) = config::env_var(name.trim_start_matches("HERD_")) {
-            tracing::info!("{name}={value} ({meaning})");
+            let shown = if config::SECRET_ENV_VARS.contains(name) {
+                "(set, not shown)"
+            } else {
+                &value
+            };
+            tracing::info!("{name}={shown} ({meaning})");
         }
     }
     tracing::info!(models = %config.models_dir.display(), runner = %config.runner_path.display(), "config");

@@ -1,7 +1,10 @@
 //! How the command line prints what the API returns, as the `ollama` CLI does: tables padded
 //! to their widest cell, sizes in decimal units, times relative to now.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 /// Space between table columns.
@@ -254,6 +257,189 @@ pub fn verbose_stats(last: &Value) -> String {
     out
 }
 
+/// Shows a pull's or push's status lines: one progress bar per blob (size, speed, ETA) on a
+/// terminal, else plain lines, one per status and one per finished blob.
+pub struct TransferProgress {
+    bars: Option<MultiProgress>,
+    blobs: HashMap<String, ProgressBar>,
+    finished: HashSet<String>,
+    last_status: String,
+}
+
+impl TransferProgress {
+    /// Bars when `terminal`, plain lines otherwise.
+    pub fn new(terminal: bool) -> Self {
+        Self {
+            bars: terminal.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            blobs: HashMap::new(),
+            finished: HashSet::new(),
+            last_status: String::new(),
+        }
+    }
+
+    /// Takes one status line of the API's stream.
+    pub fn update(&mut self, line: &Value) {
+        let status = line["status"].as_str().unwrap_or_default();
+        let digest = line["digest"].as_str();
+        let total = line["total"].as_u64();
+        match (digest, total) {
+            (Some(digest), Some(total)) => {
+                let completed = line["completed"].as_u64().unwrap_or(0).min(total);
+                self.blob(status, digest, total, completed);
+            }
+            _ if status != self.last_status => {
+                match &self.bars {
+                    Some(bars) => {
+                        let _ = bars.println(status);
+                    }
+                    None => eprintln!("{status}"),
+                }
+                self.last_status = status.to_string();
+            }
+            _ => {}
+        }
+    }
+
+    fn blob(&mut self, status: &str, digest: &str, total: u64, completed: u64) {
+        let Some(bars) = &self.bars else {
+            if completed == total && self.finished.insert(digest.to_string()) {
+                eprintln!("{status}: {} done", human_bytes(total));
+            }
+            return;
+        };
+        let bar = self.blobs.entry(digest.to_string()).or_insert_with(|| {
+            let style = ProgressStyle::with_template(
+                "{prefix}: {percent:>3}% ▕{wide_bar}▏ {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("██ ");
+            bars.add(ProgressBar::new(total).with_style(style).with_prefix(status.to_string()))
+        });
+        bar.set_position(completed);
+        if completed == total && self.finished.insert(digest.to_string()) {
+            bar.finish();
+        }
+    }
+
+    /// Leaves the bars as they are on screen.
+    pub fn finish(&mut self) {
+        for bar in self.blobs.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// Prints a streamed answer: reasoning first, between `Thinking...` and `...done thinking.`
+/// as Ollama prints it (or left out), then the answer.
+pub struct AnswerPrinter {
+    hide_thinking: bool,
+    thinking: bool,
+}
+
+impl AnswerPrinter {
+    /// A printer; `hide_thinking` leaves the reasoning out.
+    pub fn new(hide_thinking: bool) -> Self {
+        Self {
+            hide_thinking,
+            thinking: false,
+        }
+    }
+
+    /// The text to print for one chunk's reasoning and answer pieces.
+    pub fn piece(&mut self, thinking: &str, content: &str) -> String {
+        let mut out = String::new();
+        if !thinking.is_empty() && !self.hide_thinking {
+            if !self.thinking {
+                self.thinking = true;
+                out.push_str("Thinking...\n");
+            }
+            out.push_str(thinking);
+        }
+        if !content.is_empty() {
+            if self.thinking {
+                self.thinking = false;
+                out.push_str("\n...done thinking.\n\n");
+            }
+            out.push_str(content);
+        }
+        out
+    }
+}
+
+/// Wraps streamed text at word boundaries to a terminal's width, as `ollama run` does: a
+/// word that would cross the edge starts the next line. The word being written is held
+/// until it ends, so it is never split.
+pub struct WordWrap {
+    width: usize,
+    column: usize,
+    /// Spaces after the last word, printed once the next word shows it fits the line.
+    spaces: usize,
+    word: String,
+}
+
+impl WordWrap {
+    /// A wrapper for lines of `width` columns.
+    pub fn new(width: usize) -> Self {
+        Self {
+            width: width.max(1),
+            column: 0,
+            spaces: 0,
+            word: String::new(),
+        }
+    }
+
+    /// The text to print for `piece`.
+    pub fn push(&mut self, piece: &str) -> String {
+        let mut out = String::new();
+        for c in piece.chars() {
+            match c {
+                '\n' => {
+                    self.flush_word(&mut out);
+                    self.spaces = 0;
+                    self.column = 0;
+                    out.push('\n');
+                }
+                ' ' => {
+                    self.flush_word(&mut out);
+                    self.spaces += 1;
+                }
+                c => self.word.push(c),
+            }
+        }
+        out
+    }
+
+    /// Whatever is still held, at the end of an answer.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        self.flush_word(&mut out);
+        self.column = 0;
+        self.spaces = 0;
+        out
+    }
+
+    fn flush_word(&mut self, out: &mut String) {
+        let length = self.word.chars().count();
+        if length == 0 {
+            return;
+        }
+        if self.column > 0 && self.column + self.spaces + length > self.width {
+            // The spaces that ended the line go with the line break.
+            out.push('\n');
+            self.column = 0;
+        } else {
+            out.extend(std::iter::repeat_n(' ', self.spaces));
+            self.column += self.spaces;
+        }
+        self.spaces = 0;
+        out.push_str(&self.word);
+        self.column += length;
+        self.word.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +500,32 @@ mod tests {
             "NAME           SIZE      MODIFIED\ngemma3:270m    291 MB    now\n"
         );
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+    }
+
+    #[test]
+    fn reasoning_prints_between_ollamas_markers_or_not_at_all() {
+        let mut printer = AnswerPrinter::new(false);
+        let printed: String = [("Let me", ""), (" see.", ""), ("", "Blue."), ("", " Yes")]
+            .iter()
+            .map(|(t, c)| printer.piece(t, c))
+            .collect();
+        assert_eq!(printed, "Thinking...\nLet me see.\n...done thinking.\n\nBlue. Yes");
+        let mut hidden = AnswerPrinter::new(true);
+        assert_eq!(hidden.piece("hmm", "") + &hidden.piece("", "Blue."), "Blue.");
+    }
+
+    #[test]
+    fn words_wrap_at_the_width_and_are_never_split() {
+        let mut wrap = WordWrap::new(12);
+        let text: String = ["The sky is bl", "ue because of ", "Rayleigh scattering.\nYes"]
+            .iter()
+            .map(|p| wrap.push(p))
+            .collect::<String>()
+            + &wrap.finish();
+        assert_eq!(text, "The sky is\nblue because\nof Rayleigh\nscattering.\nYes");
+        assert!(text.lines().all(|l| l.chars().count() <= 12), "{text}");
+        // A word longer than the line stands alone.
+        let mut wrap = WordWrap::new(4);
+        assert_eq!(wrap.push("a abcdefgh b") + &wrap.finish(), "a\nabcdefgh\nb");
     }
 }

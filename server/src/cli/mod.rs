@@ -1,8 +1,9 @@
 //! The command line: every command except `serve` is a client of the HTTP API at `HERD_HOST`.
 
+mod bench;
+mod chat;
 mod display;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -112,9 +113,50 @@ pub enum Command {
         /// How long the model stays loaded afterwards (`10m`, `-1` for ever).
         #[arg(long)]
         keepalive: Option<String>,
-        /// Do not wrap lines (herd never wraps; accepted for Ollama's scripts).
+        /// Do not wrap the interactive chat's answers at the terminal's width.
         #[arg(long)]
         nowordwrap: bool,
+        /// The answer's format: `json`, or a JSON Schema.
+        #[arg(long)]
+        format: Option<String>,
+        /// Reason first, for models that can: `--think`, or `--think=false|low|medium|high`.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        think: Option<String>,
+        /// Leave the reasoning out of the output.
+        #[arg(long)]
+        hidethinking: bool,
+        /// Allow a plain-http registry when the model has to be pulled first.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull a model from a registry.
+    Pull {
+        /// The model (`[host[:port]/][namespace/]model[:tag]`).
+        name: String,
+        /// Allow a plain-http registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Push a model to a registry.
+    Push {
+        /// The model (`[host[:port]/]namespace/model[:tag]`).
+        name: String,
+        /// Allow a plain-http registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Write a model to an OCI image-layout tar, for machines without a registry.
+    Export {
+        /// The model.
+        name: String,
+        /// The tar file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Bring the models of an exported tar into the store (every digest is verified).
+    Import {
+        /// The tar file.
+        file: PathBuf,
     },
     /// Copy a model.
     Cp {
@@ -134,6 +176,21 @@ pub enum Command {
         /// The model.
         model: String,
     },
+    /// Benchmark a model: prefill and decode rates and time to first token, short and
+    /// ~1000-token prompts, one and four clients.
+    Bench {
+        /// The model.
+        model: String,
+        /// Runs per case (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Tokens generated per request.
+        #[arg(long, default_value_t = 64)]
+        num_predict: u32,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 struct Client {
@@ -148,9 +205,16 @@ impl Client {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        // The first key of HERD_API_KEY (as the server reads it: KEY or KEY=scope).
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = std::env::var("HERD_API_KEY").ok().as_deref().and_then(first_api_key) {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("HERD_API_KEY holds characters a header cannot carry")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Ok(Self {
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().default_headers(headers).build()?,
         })
     }
 
@@ -174,6 +238,12 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
             .unwrap_or(text);
+        // A missing model: say how to get it.
+        if status == reqwest::StatusCode::NOT_FOUND && message.starts_with("model ") {
+            if let Some(name) = message.split('\'').nth(1).or_else(|| message.split('"').nth(1)) {
+                bail!("{message}; get it with `herd pull {name}`");
+            }
+        }
         bail!("{message} ({status})")
     }
 
@@ -192,21 +262,49 @@ impl Client {
 
     /// Reads an NDJSON stream, calling `each` per object; an `error` line fails.
     async fn stream(&self, response: reqwest::Response, mut each: impl FnMut(&Value)) -> anyhow::Result<()> {
-        let mut body = response.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk?);
-            while let Some(newline) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=newline).collect();
-                let value: Value = serde_json::from_slice(&line)?;
-                if let Some(error) = value.get("error").and_then(Value::as_str) {
-                    bail!("{error}");
-                }
-                each(&value);
-            }
+        let lines = ndjson(response);
+        futures_util::pin_mut!(lines);
+        while let Some(value) = lines.next().await {
+            each(&value?);
         }
         Ok(())
     }
+}
+
+/// The key the client sends: the first of a `HERD_API_KEY` list, without its scope.
+fn first_api_key(keys: &str) -> Option<&str> {
+    let first = keys.split(',').map(str::trim).find(|k| !k.is_empty())?;
+    Some(first.rsplit_once('=').map_or(first, |(key, _)| key))
+}
+
+/// The objects of an NDJSON answer as they arrive; an `{"error": ...}` line ends it as an
+/// error.
+fn ndjson(response: reqwest::Response) -> impl futures_util::Stream<Item = anyhow::Result<Value>> {
+    let state = (Box::pin(response.bytes_stream()), Vec::new());
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let (mut body, mut buf) = state?;
+        loop {
+            if let Some(newline) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=newline).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let parsed = serde_json::from_slice::<Value>(&line)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|value| match value.get("error").and_then(Value::as_str) {
+                        Some(error) => Err(anyhow::anyhow!("{error}")),
+                        None => Ok(value),
+                    });
+                let go_on = parsed.is_ok().then_some((body, buf));
+                return Some((parsed, go_on));
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(e.into()), None)),
+                None => return None,
+            }
+        }
+    })
 }
 
 /// Runs a client command.
@@ -265,38 +363,48 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             prompt,
             verbose,
             keepalive,
-            nowordwrap: _,
+            nowordwrap,
+            format,
+            think,
+            hidethinking,
+            insecure,
         } => {
+            pull_if_missing(&client, &model, insecure).await?;
+            let mut session = chat::Session {
+                model,
+                messages: Vec::new(),
+                options: Map::new(),
+                system: None,
+                // A schema is JSON; anything else (`json`) goes as a string.
+                format: format.map(|f| {
+                    serde_json::from_str::<Value>(&f)
+                        .ok()
+                        .filter(Value::is_object)
+                        .unwrap_or(json!(f))
+                }),
+                think: think.map(|t| match t.as_str() {
+                    "true" => json!(true),
+                    "false" => json!(false),
+                    level => json!(level),
+                }),
+                keep_alive: keepalive,
+                verbose,
+                hide_thinking: hidethinking,
+                word_wrap: false,
+            };
+            let stdin = std::io::stdin();
+            if prompt.is_empty() && std::io::IsTerminal::is_terminal(&stdin) {
+                session.word_wrap = !nowordwrap && std::io::IsTerminal::is_terminal(&std::io::stdout());
+                return chat::interactive(&client, &mut session).await;
+            }
             let prompt = if prompt.is_empty() {
                 let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                std::io::Read::read_to_string(&mut stdin.lock(), &mut text)?;
                 text
             } else {
                 prompt.join(" ")
             };
-            let mut body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
-            if let Some(keep_alive) = keepalive {
-                body["keep_alive"] = json!(keep_alive);
-            }
-            let response = client.post("/api/chat", &body).await?;
-            let mut stdout = std::io::stdout();
-            let mut last = Value::Null;
-            client
-                .stream(response, |chunk| {
-                    if let Some(text) = chunk["message"]["content"].as_str() {
-                        let _ = write!(stdout, "{text}");
-                        let _ = stdout.flush();
-                    }
-                    if chunk["done"] == true {
-                        last = chunk.clone();
-                    }
-                })
-                .await?;
-            println!();
-            if verbose {
-                eprint!("\n{}", display::verbose_stats(&last));
-            }
-            Ok(())
+            chat::answer_once(&client, &mut session, prompt).await
         }
         Command::Cp { source, destination } => {
             client
@@ -315,6 +423,33 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Pull { name, insecure } => transfer(&client, "/api/pull", &name, insecure).await,
+        Command::Push { name, insecure } => transfer(&client, "/api/push", &name, insecure).await,
+        Command::Export { name, output } => export(&client, &name, &output).await,
+        Command::Import { file } => {
+            let body = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let response = client
+                .send(
+                    client
+                        .http
+                        .post(format!("{}/api/import", client.base))
+                        .body(reqwest::Body::from(body)),
+                )
+                .await?;
+            let answer: Value = response.json().await?;
+            for model in answer["models"].as_array().into_iter().flatten() {
+                println!("imported {}", text(model));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            model,
+            runs,
+            num_predict,
+            json,
+        } => bench::bench(&client, &model, runs, num_predict, json).await,
         Command::Stop { model } => {
             let body = json!({ "model": model, "prompt": "", "keep_alive": 0, "stream": false });
             client.post("/api/generate", &body).await?;
@@ -447,6 +582,62 @@ async fn create(client: &Client, name: &str, file: &Path) -> anyhow::Result<()> 
             }
         })
         .await
+}
+
+/// `herd pull` / `herd push`: streams the transfer's status lines into progress bars (plain
+/// lines when stderr is not a terminal).
+/// `herd run` on a model that is not here pulls it first, with progress, as `ollama run` does.
+async fn pull_if_missing(client: &Client, model: &str, insecure: bool) -> anyhow::Result<()> {
+    let shown = client
+        .http
+        .post(format!("{}/api/show", client.base))
+        .json(&json!({ "model": model }))
+        .send()
+        .await;
+    match shown {
+        Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+            transfer(client, "/api/pull", model, insecure).await
+        }
+        // Anything else (present, a bad name, no server) the chat itself reports.
+        _ => Ok(()),
+    }
+}
+
+async fn transfer(client: &Client, path: &str, name: &str, insecure: bool) -> anyhow::Result<()> {
+    let response = client
+        .post(path, &json!({ "model": name, "insecure": insecure }))
+        .await?;
+    let mut progress = display::TransferProgress::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = client.stream(response, |line| progress.update(line)).await;
+    progress.finish();
+    result
+}
+
+/// `herd export`: streams the tar into a temp file beside `output`, renamed when complete.
+async fn export(client: &Client, name: &str, output: &Path) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let response = client.post("/api/export", &json!({ "model": name })).await?;
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".herd-export-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut file = tokio::fs::File::from_std(temp.reopen()?);
+    let mut body = response.bytes_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the export was cut off")?;
+        written += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.sync_all().await?;
+    temp.persist(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!("wrote {} ({})", output.display(), display::human_bytes(written));
+    Ok(())
 }
 
 fn expand_path(from: &str, base_dir: &Path) -> PathBuf {
