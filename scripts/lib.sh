@@ -29,8 +29,23 @@ install_system_packages() {
 
 # Builds herd and herd-runner in release mode for this machine's CPU (see .cargo/config.toml).
 build_release() {
+  forget_stale_llama_build
   log "building herd (release, native CPU; the first build compiles llama.cpp)"
   (cd "$HERD_ROOT" && cargo build --release --bins --locked)
+}
+
+# llama.cpp's CMake build is configured once and then kept, so flags added to .cargo/config.toml
+# later (-mno-amx-*) never reach a cached build: forget a build configured without them.
+forget_stale_llama_build() {
+  local cache
+  for cache in "$CARGO_TARGET_DIR"/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
+    [ -f "$cache" ] || continue
+    if [ "$(uname -m)" = x86_64 ] && ! grep -q -- "-mno-amx-int8" "$cache"; then
+      log "the cached llama.cpp build predates -mno-amx-int8: rebuilding it"
+      (cd "$HERD_ROOT" && cargo clean --release -p llama-cpp-sys-2)
+      return
+    fi
+  done
 }
 
 # Prints the path of the verified Gemma 3 270M GGUF, downloading it once.
