@@ -23,7 +23,12 @@ impl Terminal {
     /// `herd run` with `args` in a terminal `columns` wide.
     fn run(server: &TestServer, args: &str, columns: u16) -> Self {
         let home = tempfile::tempdir().unwrap();
-        let command = format!("stty cols {columns} rows 24; {} run {args}", binary("herd").display());
+        // `exec`, so that no shell sits between the terminal and herd: a shell that catches the
+        // test's Ctrl-C (dash does) would kill itself with it once herd has left.
+        let command = format!(
+            "stty cols {columns} rows 24; exec {} run {args}",
+            binary("herd").display()
+        );
         let mut child = Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
             .env(
@@ -32,6 +37,7 @@ impl Terminal {
             )
             .env("HOME", home.path())
             .env("TERM", "xterm")
+            .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -129,8 +135,10 @@ fn the_interactive_chat_takes_commands_multi_line_input_and_ctrl_c() {
 
     // Ctrl-C stops a long answer and returns to the prompt; the server cancels it.
     term.line("/set parameter num_predict 4000");
-    term.expect("Set parameter", SHORT);
+    term.expect("Set parameter 'num_predict' to '4000'", SHORT);
+    term.expect(">>> ", SHORT);
     term.line("Write a very long story about the sea.");
+    term.expect("about the sea.", SHORT);
     std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
     term.type_keys("\u{3}");

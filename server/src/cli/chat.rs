@@ -88,7 +88,16 @@ impl Session {
         client: &Client,
         cancel: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Answered> {
-        let response = client.post("/api/chat", &self.body()).await?;
+        // Polled from the start, so that Ctrl-C while the prompt is evaluated cancels too.
+        tokio::pin!(cancel);
+        let body = self.body();
+        let response = tokio::select! {
+            response = client.post("/api/chat", &body) => response?,
+            () = &mut cancel => {
+                println!();
+                return Ok(Answered::Cancelled);
+            }
+        };
         let mut printer = display::AnswerPrinter::new(self.hide_thinking);
         let mut wrap = self
             .word_wrap
@@ -101,7 +110,6 @@ impl Session {
         let (mut text, mut last) = (String::new(), Value::Null);
         let lines = super::ndjson(response);
         tokio::pin!(lines);
-        tokio::pin!(cancel);
         loop {
             let value = tokio::select! {
                 value = lines.next() => value,
