@@ -49,6 +49,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "HERD_API_KEY",
         "API keys, comma-separated, each KEY (admin) or KEY=read|infer|admin; when set, every request needs Authorization: Bearer KEY (default: none)",
     ),
+    (
+        "HERD_ORIGINS",
+        "web page origins allowed to call the API besides local ones, comma-separated, * a wildcard (default: none)",
+    ),
     ("HERD_DEBUG", "verbose logs"),
 ];
 
@@ -93,7 +97,7 @@ pub struct Config {
     pub registry_auth_file: PathBuf,
     /// Verbose logging.
     pub debug: bool,
-    /// Who may use the API (`HERD_API_KEY`, the bound address).
+    /// Who may use the API (`HERD_API_KEY`, `HERD_ORIGINS`, the bound address).
     pub access: AccessPolicy,
 }
 
@@ -179,12 +183,15 @@ impl Config {
             registry_auth_file: home_dir().join(".herd/registry-auth.json"),
             debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),
             // HERD_ only: OLLAMA_API_KEY is the Ollama client's key for ollama.com.
-            access: AccessPolicy::new(host, std::env::var("HERD_API_KEY").ok().as_deref()).map_err(|reason| {
-                ConfigError {
-                    name: "HERD_API_KEY",
-                    value: "(not shown)".into(),
-                    reason,
-                }
+            access: AccessPolicy::new(
+                host,
+                std::env::var("HERD_API_KEY").ok().as_deref(),
+                env_var("ORIGINS").as_deref(),
+            )
+            .map_err(|reason| ConfigError {
+                name: "HERD_API_KEY",
+                value: "(not shown)".into(),
+                reason,
             })?,
         })
     }

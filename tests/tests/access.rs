@@ -1,5 +1,6 @@
 //! Who may use the API: the Host header on a loopback listener (DNS rebinding), API keys with
-//! scopes, and model management from other machines on a server bound beyond loopback.
+//! scopes, the web pages that may call it (CORS), and model management from other machines on
+//! a server bound beyond loopback.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -9,6 +10,12 @@ use serde_json::{json, Value};
 
 /// Sends one raw request (so the Host header is exactly `host`); the status and JSON body.
 fn raw(server: &TestServer, method: &str, path: &str, host: &str, headers: &str) -> (u16, Value) {
+    let (status, _, body) = exchange(server, method, path, host, headers);
+    (status, body)
+}
+
+/// Like [`raw`], with the response's head too, lowercased.
+fn exchange(server: &TestServer, method: &str, path: &str, host: &str, headers: &str) -> (u16, String, Value) {
     let addr = server
         .url("")
         .trim_start_matches("http://")
@@ -21,8 +28,67 @@ fn raw(server: &TestServer, method: &str, path: &str, host: &str, headers: &str)
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Every path under `dir`, sorted.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        }
+        found.push(path);
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn only_local_and_named_web_pages_may_call_the_api() {
+    let s = TestServer::start_with(&[("HERD_ORIGINS", "https://chat.example.com")]);
+    for origin in ["http://localhost:3000", "https://chat.example.com", "app://desktop"] {
+        let (status, head, _) = exchange(&s, "GET", "/api/tags", "localhost", &format!("Origin: {origin}\r\n"));
+        assert_eq!(status, 200, "{origin}");
+        assert!(
+            head.contains(&format!("access-control-allow-origin: {origin}")),
+            "{origin}: {head}"
+        );
+    }
+    // The browser's preflight before a JSON POST.
+    let asks = "Origin: https://chat.example.com\r\nAccess-Control-Request-Method: POST\r\n\
+                Access-Control-Request-Headers: content-type, x-stainless-lang\r\n";
+    let (status, head, _) = exchange(&s, "OPTIONS", "/api/chat", "localhost", asks);
+    assert_eq!(status, 204, "{head}");
+    for line in [
+        "access-control-allow-origin: https://chat.example.com",
+        "access-control-allow-methods: get, post",
+        "content-type",
+        "x-stainless-lang",
+    ] {
+        assert!(head.contains(line), "{line}: {head}");
+    }
+    // Any other page is refused, preflight or not, and learns nothing.
+    let evil = "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n";
+    let (status, head, _) = exchange(&s, "OPTIONS", "/api/pull", "localhost", evil);
+    assert_eq!(status, 403, "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let before = files_under(s.models_dir.path());
+    let (status, head, body) = exchange(&s, "POST", "/api/pull", "localhost", evil);
+    assert_eq!(status, 403, "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert!(body["error"].as_str().unwrap().contains("HERD_ORIGINS"), "{body}");
+    assert_eq!(files_under(s.models_dir.path()), before);
+    // No Origin: not a browser's cross-origin request, nothing added.
+    let (status, head, _) = exchange(&s, "GET", "/api/tags", "localhost", "");
+    assert_eq!(status, 200);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
 }
 
 #[test]

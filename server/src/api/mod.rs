@@ -198,31 +198,111 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
         .reduce(|all, route| all.or(route).unify().boxed())
         .expect("at least one route");
     // Every request passes the access policy first.
-    let guard = warp::path::full()
+    let asked = warp::path::full()
         .and(warp::header::optional::<String>("host"))
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("origin"))
+        .map(
+            |path: warp::path::FullPath, host, authorization, remote, origin| AccessRequest {
+                path: path.as_str().to_string(),
+                host,
+                authorization,
+                remote,
+                origin,
+            },
+        );
+    let guard = asked
+        .and(state.clone())
+        .and_then(|asked: AccessRequest, state: Arc<AppState>| async move {
+            let facts = asked.facts();
+            state.config.access.check(&facts).map_err(refuse(&facts))
+        })
+        .untuple_one();
+    // OPTIONS: a browser asking before a cross-origin request that is not a simple one (any
+    // OPTIONS answers 204 on an allowed host, as Ollama's does).
+    let preflight = warp::options().and(asked).and(state.clone()).and_then(
+        |asked: AccessRequest, state: Arc<AppState>| async move {
+            let facts = asked.facts();
+            state.config.access.check_preflight(&facts).map_err(refuse(&facts))?;
+            Ok::<_, Rejection>(preflight_answer())
+        },
+    );
+    let answered = preflight.or(guard.and(all)).unify().recover(recover).unify();
+    // Every answer to an allowed page says so, errors too, so that the page can read them.
+    warp::header::headers_cloned()
+        .and(answered)
         .and(state)
-        .and_then(
-            |path: warp::path::FullPath,
-             host: Option<String>,
-             authorization: Option<String>,
-             remote: Option<std::net::SocketAddr>,
-             state: Arc<AppState>| async move {
-                let facts = RequestFacts {
-                    path: path.as_str(),
-                    host: host.as_deref(),
-                    authorization: authorization.as_deref(),
-                    remote,
-                };
-                state.config.access.check(&facts).map_err(|refusal| {
-                    tracing::warn!(path = path.as_str(), ?remote, "refused: {refusal}");
-                    warp::reject::custom(Refused(refusal))
-                })
+        .map(
+            |asked: warp::http::HeaderMap, mut response: warp::reply::Response, state: Arc<AppState>| {
+                let header = |name: &str| asked.get(name).and_then(|v| v.to_str().ok());
+                if let Some(origin) = header("origin").filter(|o| state.config.access.allows_origin(o, header("host")))
+                {
+                    let headers = response.headers_mut();
+                    if let Ok(value) = warp::http::HeaderValue::from_str(origin) {
+                        headers.insert("access-control-allow-origin", value);
+                    }
+                    headers.append("vary", warp::http::HeaderValue::from_static("Origin"));
+                }
+                response
             },
         )
-        .untuple_one();
-    guard.and(all).recover(recover).unify().with(warp::trace::request())
+        .with(warp::trace::request())
+}
+
+/// What the access policy looks at, taken from a request.
+struct AccessRequest {
+    path: String,
+    host: Option<String>,
+    authorization: Option<String>,
+    remote: Option<std::net::SocketAddr>,
+    origin: Option<String>,
+}
+
+impl AccessRequest {
+    fn facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            path: &self.path,
+            host: self.host.as_deref(),
+            authorization: self.authorization.as_deref(),
+            remote: self.remote,
+            origin: self.origin.as_deref(),
+        }
+    }
+}
+
+/// Logs a refusal and turns it into a rejection.
+fn refuse(facts: &RequestFacts<'_>) -> impl FnOnce(Refusal) -> Rejection {
+    let (path, remote) = (facts.path.to_string(), facts.remote);
+    move |refusal| {
+        tracing::warn!(path, ?remote, "refused: {refusal}");
+        warp::reject::custom(Refused(refusal))
+    }
+}
+
+/// Headers a client may send cross-origin: Ollama's list, and the Anthropic SDK's.
+const CORS_ALLOWED_HEADERS: &str = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, \
+x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, x-stainless-helper-method, x-stainless-lang, \
+x-stainless-package-version, x-stainless-poll-helper, x-stainless-retry-count, x-stainless-runtime, \
+x-stainless-runtime-version, x-stainless-timeout, anthropic-version, anthropic-beta, x-api-key, \
+anthropic-dangerous-direct-browser-access";
+
+/// The answer to an allowed preflight: 204 with what cross-origin requests may do; the
+/// Allow-Origin header is added with every answer's.
+fn preflight_answer() -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(Default::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        "access-control-allow-methods",
+        warp::http::HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        warp::http::HeaderValue::from_static(CORS_ALLOWED_HEADERS),
+    );
+    headers.insert("access-control-max-age", warp::http::HeaderValue::from_static("43200"));
+    response
 }
 
 /// A request the access policy refused.
@@ -261,11 +341,9 @@ async fn read_capped(
 
 /// Turns warp's rejections into Ollama-style `{"error": ...}` answers.
 async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let (status, message) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "404 page not found".to_string())
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed".to_string())
-    } else if let Some(Refused(refusal)) = rejection.find::<Refused>() {
+    // A refusal or a bad body first: such a request also fails the routes it did not reach
+    // (the OPTIONS route answers 405 to every POST).
+    let (status, message) = if let Some(Refused(refusal)) = rejection.find::<Refused>() {
         (
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN),
             refusal.to_string(),
@@ -278,6 +356,10 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
             ),
             BadBody::Unreadable(e) => (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
         }
+    } else if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "404 page not found".to_string())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed".to_string())
     } else {
         (StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
