@@ -115,8 +115,10 @@ fn the_interactive_chat_takes_commands_multi_line_input_and_ctrl_c() {
     term.expect("/show system", SHORT);
     term.expect("You are terse.", SHORT);
     term.line("/show parameters");
-    term.expect("Model defined parameters:", SHORT);
+    term.expect("User defined parameters:", SHORT);
     term.expect("num_predict", SHORT);
+    term.expect("Model defined parameters:", SHORT);
+    term.expect("temperature", SHORT);
     term.line("/?");
     term.expect("Use \"\"\" to begin a multi-line message.", SHORT);
     term.line("/show info");

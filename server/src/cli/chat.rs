@@ -367,14 +367,17 @@ async fn show(client: &Client, session: &Session, part: &str) -> anyhow::Result<
     match part {
         "info" => print!("{}", display::show_summary(&info)),
         "parameters" => {
-            let mut text = field("parameters");
-            for (key, value) in &session.options {
-                text.push_str(&format!("\n{key:<30} {value}"));
+            // Ollama's order: what this session set, then what the model's Modelfile set.
+            if !session.options.is_empty() {
+                println!("User defined parameters:");
+                for (key, value) in &session.options {
+                    println!("{key:<30} {value}");
+                }
+                println!();
             }
-            if text.trim().is_empty() {
-                println!("No parameters were specified for this model.");
-            } else {
-                println!("Model defined parameters:\n{}", text.trim_start_matches('\n'));
+            match field("parameters") {
+                parameters if parameters.is_empty() => println!("No parameters were specified for this model."),
+                parameters => println!("Model defined parameters:\n{parameters}"),
             }
         }
         "system" => match session
