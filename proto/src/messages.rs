@@ -187,6 +187,9 @@ pub enum DoneReason {
 pub struct CompletionMetrics {
     /// Why generation ended.
     pub done_reason: DoneReason,
+    /// Time the request waited in the runner for a free slot.
+    #[serde(default)]
+    pub queue_duration_ns: u64,
     /// Prompt tokens, including those served from the cache.
     pub prompt_eval_count: u32,
     /// Prompt tokens reused from the cache and not evaluated again.

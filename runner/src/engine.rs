@@ -220,6 +220,8 @@ struct Active {
     return_tokens: bool,
     cached_count: u32,
     truncated: u32,
+    /// How long the request waited for this slot.
+    queued: Duration,
     prefill_started: Instant,
     first_token_at: Option<Instant>,
 }
@@ -250,7 +252,8 @@ struct Engine<'m> {
     embedding_ctx: Option<LlamaContext<'m>>,
     threads: i32,
     slots: Vec<Slot>,
-    waiting: VecDeque<CompletionRequest>,
+    /// Requests with no slot yet, and when each arrived.
+    waiting: VecDeque<(CompletionRequest, Instant)>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     context_length: u32,
@@ -332,7 +335,7 @@ impl<'m> Engine<'m> {
 
     fn handle(&mut self, message: ServerMessage) {
         match message {
-            ServerMessage::Complete(request) => self.waiting.push_back(request),
+            ServerMessage::Complete(request) => self.waiting.push_back((request, Instant::now())),
             ServerMessage::Cancel { id } => self.cancel(id),
             ServerMessage::Tokenize { id, text } => {
                 let tokens = self.tokenize(&text).into_iter().map(|t| t.0).collect();
@@ -441,7 +444,7 @@ impl<'m> Engine<'m> {
     }
 
     fn cancel(&mut self, id: RequestId) {
-        if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
+        if let Some(pos) = self.waiting.iter().position(|(r, _)| r.id == id) {
             self.waiting.remove(pos);
             self.send(RunnerMessage::Done {
                 id,
@@ -461,7 +464,7 @@ impl<'m> Engine<'m> {
     /// Binds waiting requests to free slots (see [`Engine::place`]).
     fn assign_waiting(&mut self) {
         while self.slots.iter().any(|s| s.active.is_none()) {
-            let Some(request) = self.waiting.pop_front() else {
+            let Some((request, arrived)) = self.waiting.pop_front() else {
                 return;
             };
             let (prompt, truncated) = self.prompt_tokens(&request);
@@ -505,6 +508,7 @@ impl<'m> Engine<'m> {
                 cached_count: reused as u32,
                 truncated,
                 prompt,
+                queued: arrived.elapsed(),
                 prefill_started: Instant::now(),
                 first_token_at: None,
             });
@@ -753,6 +757,7 @@ impl<'m> Engine<'m> {
         });
         let metrics = CompletionMetrics {
             done_reason: reason,
+            queue_duration_ns: nanos(active.queued),
             prompt_eval_count: active.prompt.len() as u32,
             prompt_cached_count: active.cached_count,
             prompt_eval_duration_ns: nanos(first - active.prefill_started),
@@ -790,6 +795,7 @@ fn nanos(d: Duration) -> u64 {
 fn cancelled_metrics() -> CompletionMetrics {
     CompletionMetrics {
         done_reason: DoneReason::Cancelled,
+        queue_duration_ns: 0,
         prompt_eval_count: 0,
         prompt_cached_count: 0,
         prompt_eval_duration_ns: 0,

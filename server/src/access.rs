@@ -28,14 +28,15 @@ impl Scope {
         }
     }
 
-    /// The scope a request to `path` needs; `None` for the open heartbeat (`/`).
+    /// The scope a request to `path` needs; `None` for the open heartbeat (`/`) and
+    /// readiness probe (`/ready`).
     pub fn of(path: &str) -> Option<Self> {
         let path = path.trim_end_matches('/');
-        if path.is_empty() {
+        if path.is_empty() || path == "/ready" {
             return None;
         }
         Some(match path {
-            "/api/tags" | "/api/show" | "/api/ps" | "/api/version" => Self::Read,
+            "/api/tags" | "/api/show" | "/api/ps" | "/api/version" | "/metrics" => Self::Read,
             p if p == "/v1/models" || p.starts_with("/v1/models/") => Self::Read,
             "/api/generate" | "/api/chat" | "/api/embed" | "/api/embeddings" => Self::Infer,
             p if p.starts_with("/v1/") => Self::Infer,
@@ -307,6 +308,8 @@ mod tests {
     fn routes_need_the_scope_of_what_they_do() {
         assert_eq!(Scope::of("/"), None);
         assert_eq!(Scope::of("/api/tags"), Some(Scope::Read));
+        assert_eq!(Scope::of("/metrics"), Some(Scope::Read));
+        assert_eq!(Scope::of("/ready"), None);
         assert_eq!(Scope::of("/v1/models/gemma3:270m"), Some(Scope::Read));
         assert_eq!(Scope::of("/api/chat"), Some(Scope::Infer));
         assert_eq!(Scope::of("/v1/messages"), Some(Scope::Infer));

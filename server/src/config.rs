@@ -54,6 +54,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "web page origins allowed to call the API besides local ones, comma-separated, * a wildcard (default: none)",
     ),
     ("HERD_DEBUG", "verbose logs"),
+    ("HERD_LOG_FORMAT", "text (default) or json: one JSON object per log line"),
 ];
 
 /// Variables whose values are never logged.
@@ -97,6 +98,8 @@ pub struct Config {
     pub registry_auth_file: PathBuf,
     /// Verbose logging.
     pub debug: bool,
+    /// One JSON object per log line instead of text.
+    pub json_logs: bool,
     /// Who may use the API (`HERD_API_KEY`, `HERD_ORIGINS`, the bound address).
     pub access: AccessPolicy,
 }
@@ -182,6 +185,17 @@ impl Config {
                 .filter(|v| !v.trim().is_empty()),
             registry_auth_file: home_dir().join(".herd/registry-auth.json"),
             debug: env_var("DEBUG").is_some_and(|v| truthy(&v)),
+            json_logs: match env_var("LOG_FORMAT").as_deref().map(str::trim) {
+                None | Some("" | "text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "HERD_LOG_FORMAT",
+                        value: other.to_string(),
+                        reason: "expected text or json".into(),
+                    })
+                }
+            },
             // HERD_ only: OLLAMA_API_KEY is the Ollama client's key for ollama.com.
             access: AccessPolicy::new(
                 host,

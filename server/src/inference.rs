@@ -17,6 +17,7 @@ use crate::error::HerdError;
 use crate::format::parse_format;
 use crate::gguf;
 use crate::keep_alive::KeepAlive;
+use crate::metrics;
 use crate::model::Model;
 use crate::options::ResolvedOptions;
 use crate::placement::{compute_bytes, LoadCost};
@@ -55,6 +56,8 @@ pub struct Generation {
     _admission: Admission,
     started: Instant,
     load_duration: Duration,
+    /// When the first piece of text arrived.
+    first_piece_at: Option<Instant>,
     /// Prompt tokens dropped by the server (whole messages) before the runner cut more.
     truncated_messages_tokens: u32,
     /// Splits reasoning from the answer, when the model reasons.
@@ -93,6 +96,16 @@ pub struct Embedded {
     pub total_duration: Duration,
 }
 
+impl Embedded {
+    /// What the `Server-Timing` header tells of it.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            load: self.load_duration,
+            ..Timing::default()
+        }
+    }
+}
+
 /// One step of a [`Generation`].
 pub enum GenerationEvent {
     /// Generated text.
@@ -121,7 +134,41 @@ pub struct FinalMetrics {
     pub truncated_tokens: u32,
 }
 
+/// Where a request's time went, as the `Server-Timing` header tells it; a streamed answer
+/// knows only its load time when its headers leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// Waiting for the runner to load (or for another load to finish).
+    pub load: Duration,
+    /// Waiting in the runner for a free slot.
+    pub queue: Option<Duration>,
+    /// Evaluating the prompt.
+    pub prompt_eval: Option<Duration>,
+    /// Generating.
+    pub decode: Option<Duration>,
+}
+
+impl FinalMetrics {
+    /// The whole request's timing.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            load: self.load_duration,
+            queue: Some(Duration::from_nanos(self.runner.queue_duration_ns)),
+            prompt_eval: Some(Duration::from_nanos(self.runner.prompt_eval_duration_ns)),
+            decode: Some(Duration::from_nanos(self.runner.eval_duration_ns)),
+        }
+    }
+}
+
 impl Generation {
+    /// What is known of the timing before the first event: the load.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            load: self.load_duration,
+            ..Timing::default()
+        }
+    }
+
     /// The next event; `None` after `Done` or `Error`.
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         loop {
@@ -130,6 +177,7 @@ impl Generation {
             }
             match self.completion.next().await? {
                 CompletionEvent::Piece(text) => {
+                    self.first_piece_at.get_or_insert_with(Instant::now);
                     let text = match self.thinking.as_mut() {
                         None => text,
                         Some(parser) => {
@@ -142,6 +190,8 @@ impl Generation {
                 }
                 CompletionEvent::Failed(error) => return Some(GenerationEvent::Error(error)),
                 CompletionEvent::Done(runner) => {
+                    let first_token = self.first_piece_at.map(|at| at - self.started);
+                    metrics::generation_finished(first_token, &runner);
                     if let Some(rest) = self.thinking.as_mut().map(ThinkingParser::finish) {
                         self.queue(GenerationEvent::Thinking(rest.thinking));
                         self.answer(rest.content);
@@ -246,6 +296,22 @@ impl Inference {
             scheduler,
             gguf_facts: Mutex::default(),
             in_flight: Arc::default(),
+        }
+    }
+
+    /// Generate, chat and embed requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// What `/metrics` reports of loaded runners and waiting requests now.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let occupancy = self.scheduler.occupancy();
+        let in_flight = self.in_flight();
+        metrics::Snapshot {
+            loaded_models: occupancy.loaded,
+            in_flight,
+            queued: in_flight.saturating_sub(occupancy.serving),
         }
     }
 
@@ -640,6 +706,7 @@ impl Inference {
             _admission: admission,
             started,
             load_duration,
+            first_piece_at: None,
             truncated_messages_tokens,
             thinking,
             tool_calls,

@@ -13,11 +13,13 @@ mod gguf;
 mod hardware;
 mod inference;
 mod keep_alive;
+mod metrics;
 mod model;
 mod modelfile;
 mod options;
 mod placement;
 mod prompt;
+mod readiness;
 mod registry;
 mod scheduler;
 mod show;
@@ -36,6 +38,7 @@ use clap::Parser;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::inference::Inference;
+use crate::readiness::Readiness;
 use crate::registry::{Credentials, Registry, RegistryPolicy};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -69,11 +72,15 @@ async fn main() {
 async fn serve() -> anyhow::Result<()> {
     let config = Arc::new(Config::from_env()?);
     let filter = if config.debug { "debug" } else { "info" };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| filter.into()))
-        .init();
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| filter.into()));
+    if config.json_logs {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+            .init();
+    }
     hardware::Hardware::detect();
     let store = Arc::new(Store::open(&config.models_dir).context("cannot open the models directory")?);
     let _claim = store.claim()?;
@@ -90,9 +97,10 @@ async fn serve() -> anyhow::Result<()> {
         scheduler: scheduler.clone(),
         inference,
         registry,
+        readiness: Readiness::default(),
     });
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let (addr, server) = warp::serve(api::routes(state))
+    let (addr, server) = warp::serve(api::routes(state.clone()))
         .try_bind_with_graceful_shutdown(config.host, async move {
             let _ = stopping.changed().await;
         })
@@ -115,6 +123,7 @@ async fn serve() -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             let grace = config.shutdown_grace;
             tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
+            state.readiness.shutting_down();
             let _ = stopping_tx.send(true);
             if tokio::time::timeout(grace, &mut server).await.is_err() {
                 tracing::warn!("grace period over: cancelling in-flight requests");

@@ -51,6 +51,15 @@ pub struct LoadedInfo {
     pub context_length: u32,
 }
 
+/// Loaded runners and their busy slots, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Occupancy {
+    /// Runners loaded and alive.
+    pub loaded: usize,
+    /// Requests in their slots (leases beyond a runner's slots wait in it).
+    pub serving: usize,
+}
+
 struct Loaded {
     name: String,
     digest: String,
@@ -301,6 +310,23 @@ impl Scheduler {
             self.inner.unload(&loaded).await;
         }
         true
+    }
+
+    /// How many runners are loaded, and how many requests their slots serve now.
+    pub fn occupancy(&self) -> Occupancy {
+        let Ok(all) = self.inner.loaded.lock() else {
+            return Occupancy::default();
+        };
+        let alive = || all.values().filter(|l| l.client.is_alive());
+        Occupancy {
+            loaded: alive().count(),
+            serving: alive()
+                .map(|l| {
+                    let active = l.state.lock().map_or(0, |s| s.active);
+                    active.min(l.client.spec.parallel) as usize
+                })
+                .sum(),
+        }
     }
 
     /// The loaded models, the longest-lived first.

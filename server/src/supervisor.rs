@@ -130,6 +130,8 @@ pub struct RunnerClient {
     alive: Arc<AtomicBool>,
     /// Set once the process has been reaped: its pid may then belong to someone else.
     exited: Arc<AtomicBool>,
+    /// Set when the server stops the runner: an exit before that is a failure.
+    stopping: Arc<AtomicBool>,
     stderr_tail: Arc<Mutex<String>>,
     /// Holds the private directory of the socket until the client goes away.
     _socket_dir: tempfile::TempDir,
@@ -202,16 +204,23 @@ impl RunnerClient {
         }
         let alive = Arc::new(AtomicBool::new(true));
         let exited = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
         let (exited_tx, mut exited_rx) = tokio::sync::watch::channel(false);
         {
             let alive = alive.clone();
             let exited = exited.clone();
+            let stopping = stopping.clone();
             tokio::spawn(async move {
                 // Reaps the child, so a dead runner never lingers as a zombie.
                 let status = child.wait().await;
                 exited.store(true, Ordering::SeqCst);
                 alive.store(false, Ordering::SeqCst);
-                tracing::info!(pid, ?status, "runner exited");
+                if stopping.load(Ordering::SeqCst) {
+                    tracing::info!(pid, ?status, "runner exited");
+                } else {
+                    tracing::warn!(pid, ?status, "runner exited unasked");
+                    crate::metrics::runner_failed();
+                }
                 let _ = exited_tx.send(true);
             });
         }
@@ -306,6 +315,7 @@ impl RunnerClient {
             next_id: AtomicU64::new(1),
             alive,
             exited,
+            stopping,
             stderr_tail,
             _socket_dir: socket_dir,
         });
@@ -419,6 +429,7 @@ impl RunnerClient {
 
     /// Asks the runner to exit, and kills it if it has not within `grace`.
     pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.outgoing.send(ServerMessage::Shutdown);
         let deadline = tokio::time::Instant::now() + grace;
         while !self.exited.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
@@ -430,6 +441,7 @@ impl RunnerClient {
 
 impl Drop for RunnerClient {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         kill(self.pid, &self.exited);
     }
 }

@@ -105,8 +105,13 @@ impl TestServer {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // A text or a JSON log line: the address ends at a space or quote.
                     if let Some(addr) = line.split("listening on ").nth(1) {
-                        let _ = addr_tx.send(addr.trim().to_string());
+                        let addr = addr
+                            .split(|c: char| c == '"' || c.is_whitespace())
+                            .next()
+                            .unwrap_or_default();
+                        let _ = addr_tx.send(addr.to_string());
                     }
                     log.lock().unwrap().push_str(&(line + "\n"));
                 }
@@ -209,6 +214,11 @@ impl TestServer {
             .expect("request");
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// The HTTP client, for requests whose headers a test reads.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
     }
 
     /// GETs JSON.

@@ -46,6 +46,12 @@ fn runner_killed_mid_stream_gives_an_error_line_and_the_next_request_works() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["eval_count"], 4);
     assert_eq!(s.runner_pids().len(), 1);
+    // The operator sees it: one runner failed, none was stopped on purpose.
+    let metrics = s.http().get(s.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "herd_runner_failures_total 1"),
+        "{metrics}"
+    );
 }
 
 #[test]

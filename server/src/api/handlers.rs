@@ -36,7 +36,7 @@ macro_rules! body_or_reply {
     };
 }
 
-fn metrics(done: &FinalMetrics) -> Metrics {
+fn final_metrics(done: &FinalMetrics) -> Metrics {
     Metrics {
         done_reason: Some(done.done_reason.to_string()),
         total_duration: done.total_duration.as_nanos() as u64,
@@ -160,7 +160,7 @@ fn chat_chunk(model: &str, part: Part, metrics: Option<Metrics>, _context: Optio
 /// Answers a generate or chat outcome: one object (load, unload, render, `"stream": false`)
 /// or an NDJSON stream of chunks.
 async fn reply_outcome(outcome: Result<Outcome, HerdError>, model: String, stream: bool, chunk: ChunkBuilder) -> Reply {
-    let last = |done: &FinalMetrics| (Some(metrics(done)), done.runner.tokens.clone());
+    let last = |done: &FinalMetrics| (Some(final_metrics(done)), done.runner.tokens.clone());
     match outcome {
         Err(e) => reply::herd_error(&e),
         Ok(Outcome::Loaded { load_duration }) => reply::json(
@@ -177,14 +177,21 @@ async fn reply_outcome(outcome: Result<Outcome, HerdError>, model: String, strea
             ),
         ),
         Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
-        Ok(Outcome::Streaming(generation)) if stream => reply::ndjson(stream_chunks(generation, move |part, done| {
-            let (metrics, context) = done.map(last).unwrap_or_default();
-            chunk(&model, part, metrics, context)
-        })),
+        Ok(Outcome::Streaming(generation)) if stream => {
+            let timing = generation.timing();
+            let chunks = stream_chunks(generation, move |part, done| {
+                let (metrics, context) = done.map(last).unwrap_or_default();
+                chunk(&model, part, metrics, context)
+            });
+            reply::timed(reply::ndjson(chunks), &timing)
+        }
         Ok(Outcome::Streaming(generation)) => match collect(generation).await {
             Ok(whole) => {
                 let (metrics, context) = last(&whole.done);
-                reply::json(200, &chunk(&model, whole.part, metrics, context))
+                reply::timed(
+                    reply::json(200, &chunk(&model, whole.part, metrics, context)),
+                    &whole.done.timing(),
+                )
             }
             Err(e) => reply::herd_error(&e),
         },
@@ -226,16 +233,17 @@ pub async fn embed(state: Arc<AppState>, body: Bytes) -> Reply {
         Err(e) => Err(e),
     };
     match embedded {
-        Ok(embedded) => reply::json(
-            200,
-            &EmbedResponse {
+        Ok(embedded) => {
+            let timing = embedded.timing();
+            let answer = EmbedResponse {
                 model: request.model,
                 embeddings: embedded.vectors,
                 total_duration: embedded.total_duration.as_nanos() as u64,
                 load_duration: embedded.load_duration.as_nanos() as u64,
                 prompt_eval_count: u64::from(embedded.prompt_tokens),
-            },
-        ),
+            };
+            reply::timed(reply::json(200, &answer), &timing)
+        }
         Err(e) => reply::herd_error(&e),
     }
 }
@@ -261,8 +269,9 @@ pub async fn embeddings(state: Arc<AppState>, body: Bytes) -> Reply {
     };
     match state.inference.embed(job).await {
         Ok(embedded) => {
+            let timing = embedded.timing();
             let embedding = embedded.vectors.into_iter().next().unwrap_or_default();
-            reply::json(200, &json!({ "embedding": embedding }))
+            reply::timed(reply::json(200, &json!({ "embedding": embedding })), &timing)
         }
         Err(e) => reply::herd_error(&e),
     }
@@ -543,4 +552,20 @@ pub async fn upload_blob(
         Ok(_) => Response::builder().status(201).body(Body::empty()).unwrap_or_default(),
         Err(e) => reply::herd_error(&e.into()),
     }
+}
+
+/// `GET /ready`: 200 when the server can take work, else 503 with the reason.
+pub async fn ready(state: Arc<AppState>) -> Reply {
+    match state.readiness.check(&state.config.runner_path, &state.store) {
+        Ok(()) => reply::json(200, &json!({ "status": "ready" })),
+        Err(e) => reply::error(503, &e.to_string()),
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub async fn prometheus_metrics(state: Arc<AppState>) -> Reply {
+    Response::builder()
+        .header(warp::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .body(Body::from(crate::metrics::render(state.inference.snapshot())))
+        .unwrap_or_default()
 }

@@ -11,6 +11,7 @@ mod v1;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -19,6 +20,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::access::{Refusal, RequestFacts};
 use crate::config::Config;
 use crate::inference::Inference;
+use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub inference: Inference,
     /// Pull and push.
     pub registry: Registry,
+    /// What `GET /ready` answers.
+    pub readiness: Readiness,
 }
 
 /// Every route of the API.
@@ -52,6 +56,14 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let version = warp::path!("api" / "version")
         .and(warp::get().or(warp::head()).unify())
         .map(|| warp::reply::json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })));
+    let ready = warp::path!("ready")
+        .and(warp::get().or(warp::head()).unify())
+        .and(state.clone())
+        .then(handlers::ready);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(state.clone())
+        .then(handlers::prometheus_metrics);
     let generate = warp::path!("api" / "generate")
         .and(warp::post())
         .and(state.clone())
@@ -169,6 +181,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let routes: Vec<BoxedFilter<(warp::reply::Response,)>> = vec![
         root.map(Reply::into_response).boxed(),
         version.map(Reply::into_response).boxed(),
+        ready.boxed(),
+        metrics.boxed(),
         generate.boxed(),
         chat.boxed(),
         embed.boxed(),
@@ -221,20 +235,46 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
         .untuple_one();
     // OPTIONS: a browser asking before a cross-origin request that is not a simple one (any
     // OPTIONS answers 204 on an allowed host, as Ollama's does).
-    let preflight = warp::options().and(asked).and(state.clone()).and_then(
-        |asked: AccessRequest, state: Arc<AppState>| async move {
-            let facts = asked.facts();
-            state.config.access.check_preflight(&facts).map_err(refuse(&facts))?;
-            Ok::<_, Rejection>(preflight_answer())
-        },
-    );
+    // (Not `warp::options()`: its 405 for other methods would outrank every route's 404.)
+    let options = warp::method()
+        .and_then(|method: warp::http::Method| async move {
+            match method {
+                warp::http::Method::OPTIONS => Ok(()),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one();
+    let preflight =
+        options
+            .and(asked)
+            .and(state.clone())
+            .and_then(|asked: AccessRequest, state: Arc<AppState>| async move {
+                let facts = asked.facts();
+                state.config.access.check_preflight(&facts).map_err(refuse(&facts))?;
+                Ok::<_, Rejection>(preflight_answer())
+            });
     let answered = preflight.or(guard.and(all)).unify().recover(recover).unify();
-    // Every answer to an allowed page says so, errors too, so that the page can read them.
-    warp::header::headers_cloned()
+    // Every answer is counted and timed; every answer to an allowed page says so, errors
+    // too, so that the page can read them.
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
         .and(answered)
         .and(state)
         .map(
-            |asked: warp::http::HeaderMap, mut response: warp::reply::Response, state: Arc<AppState>| {
+            |arrived: Instant,
+             method: warp::http::Method,
+             path: warp::path::FullPath,
+             asked: warp::http::HeaderMap,
+             mut response: warp::reply::Response,
+             state: Arc<AppState>| {
+                crate::metrics::request_answered(endpoint(path.as_str()), method.as_str(), response.status().as_u16());
+                let total = reply::server_timing_entry("total", arrived.elapsed());
+                if let Ok(value) = warp::http::HeaderValue::from_str(&total) {
+                    response.headers_mut().append("server-timing", value);
+                }
                 let header = |name: &str| asked.get(name).and_then(|v| v.to_str().ok());
                 if let Some(origin) = header("origin").filter(|o| state.config.access.allows_origin(o, header("host")))
                 {
@@ -248,6 +288,46 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
             },
         )
         .with(warp::trace::request())
+}
+
+/// Every route's path, its variable part as a placeholder; `/metrics` counts requests by it.
+const ENDPOINTS: &[&str] = &[
+    "/",
+    "/ready",
+    "/metrics",
+    "/api/version",
+    "/api/generate",
+    "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/create",
+    "/api/pull",
+    "/api/push",
+    "/api/export",
+    "/api/import",
+    "/api/show",
+    "/api/copy",
+    "/api/delete",
+    "/api/tags",
+    "/api/ps",
+    "/api/blobs/:digest",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/:model",
+    "/v1/messages",
+    "/v1/responses",
+];
+
+/// The endpoint a request path belongs to (`other` for none: unknown paths would otherwise
+/// make a series each).
+fn endpoint(path: &str) -> &'static str {
+    let matches = |route: &&&str| match route.split_once(':') {
+        Some((prefix, _)) => path.len() > prefix.len() && path.starts_with(prefix),
+        None => path == **route,
+    };
+    ENDPOINTS.iter().find(matches).copied().unwrap_or("other")
 }
 
 /// What the access policy looks at, taken from a request.
@@ -341,8 +421,7 @@ async fn read_capped(
 
 /// Turns warp's rejections into Ollama-style `{"error": ...}` answers.
 async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
-    // A refusal or a bad body first: such a request also fails the routes it did not reach
-    // (the OPTIONS route answers 405 to every POST).
+    // A refusal or a bad body first: such a request also fails the routes it did not reach.
     let (status, message) = if let Some(Refused(refusal)) = rejection.find::<Refused>() {
         (
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN),
@@ -364,4 +443,20 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
         (StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
     Ok(reply::error(status.as_u16(), &message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn paths_are_counted_by_their_route() {
+        assert_eq!(endpoint("/"), "/");
+        assert_eq!(endpoint("/api/chat"), "/api/chat");
+        assert_eq!(endpoint("/api/blobs/sha256-abc"), "/api/blobs/:digest");
+        assert_eq!(endpoint("/api/blobs/"), "other");
+        assert_eq!(endpoint("/v1/models"), "/v1/models");
+        assert_eq!(endpoint("/v1/models/gemma3:270m"), "/v1/models/:model");
+        assert_eq!(endpoint("/../../etc/passwd"), "other");
+    }
 }

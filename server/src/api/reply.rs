@@ -7,6 +7,7 @@ use warp::http::{header, Response, StatusCode};
 use warp::hyper::Body;
 
 use crate::error::HerdError;
+use crate::inference::Timing;
 
 /// A JSON answer with `status`.
 pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
@@ -29,6 +30,30 @@ pub fn herd_error(e: &HerdError) -> Response<Body> {
         tracing::error!("{e}");
     }
     error(e.status(), &e.to_string())
+}
+
+/// Adds a `Server-Timing` header with what `timing` knows (milliseconds, as the header counts).
+pub fn timed(mut response: Response<Body>, timing: &Timing) -> Response<Body> {
+    let entries = [
+        ("load", Some(timing.load)),
+        ("queue", timing.queue),
+        ("prompt_eval", timing.prompt_eval),
+        ("decode", timing.decode),
+    ];
+    let value = entries
+        .iter()
+        .filter_map(|(name, duration)| duration.map(|d| server_timing_entry(name, d)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = header::HeaderValue::from_str(&value) {
+        response.headers_mut().append("server-timing", value);
+    }
+    response
+}
+
+/// One `Server-Timing` metric: `name;dur=<milliseconds>`.
+pub fn server_timing_entry(name: &str, duration: std::time::Duration) -> String {
+    format!("{name};dur={:.3}", duration.as_secs_f64() * 1000.0)
 }
 
 /// An empty 200 (what `/api/copy` and `/api/delete` answer).

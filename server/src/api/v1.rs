@@ -107,15 +107,20 @@ async fn reply_completion(
         Err(e) => return error(&e),
     };
     if stream {
-        return reply::sse(events(generation, envelope, include_usage, shapes));
+        let timing = generation.timing();
+        return reply::timed(reply::sse(events(generation, envelope, include_usage, shapes)), &timing);
     }
     match collect(generation).await {
         Ok(whole) => {
             let reason = finish_reason(&whole.done, !whole.part.tool_calls.is_empty());
+            let timing = whole.done.timing();
             let choice = (shapes.choice)(whole.part, Some(reason), false);
-            reply::json(
-                200,
-                &envelope.object(shapes.object, json!([choice]), Some(usage(&whole.done))),
+            reply::timed(
+                reply::json(
+                    200,
+                    &envelope.object(shapes.object, json!([choice]), Some(usage(&whole.done))),
+                ),
+                &timing,
             )
         }
         Err(e) => error(&e),
@@ -233,6 +238,7 @@ pub async fn embeddings(state: Arc<AppState>, body: Bytes) -> Reply {
     };
     match state.inference.embed(job).await {
         Ok(embedded) => {
+            let timing = embedded.timing();
             let data: Vec<Value> = embedded
                 .vectors
                 .into_iter()
@@ -242,15 +248,13 @@ pub async fn embeddings(state: Arc<AppState>, body: Bytes) -> Reply {
                 })
                 .collect();
             let tokens = embedded.prompt_tokens;
-            reply::json(
-                200,
-                &json!({
-                    "object": "list",
-                    "data": data,
-                    "model": request.model,
-                    "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-                }),
-            )
+            let answer = json!({
+                "object": "list",
+                "data": data,
+                "model": request.model,
+                "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+            });
+            reply::timed(reply::json(200, &answer), &timing)
         }
         Err(e) => error(&e),
     }
@@ -299,10 +303,15 @@ pub async fn messages(state: Arc<AppState>, body: Bytes) -> Reply {
     };
     let id = anthropic::message_id();
     if request.stream {
-        return reply::named_sse(encoded_events(generation, StreamEncoder::new(id, request.model)));
+        let timing = generation.timing();
+        let events = encoded_events(generation, StreamEncoder::new(id, request.model));
+        return reply::timed(reply::named_sse(events), &timing);
     }
     match collect(generation).await {
-        Ok(whole) => reply::json(200, &anthropic::message(&id, &request.model, whole.part, &whole.done)),
+        Ok(whole) => reply::timed(
+            reply::json(200, &anthropic::message(&id, &request.model, whole.part, &whole.done)),
+            &whole.done.timing(),
+        ),
         Err(e) => anthropic_error(&e),
     }
 }
@@ -336,10 +345,17 @@ pub async fn responses(state: Arc<AppState>, body: Bytes) -> Reply {
     };
     let frame = ResponseFrame::new(&request);
     if request.stream {
-        return reply::named_sse(encoded_events(generation, ResponseStream::new(frame)));
+        let timing = generation.timing();
+        return reply::timed(
+            reply::named_sse(encoded_events(generation, ResponseStream::new(frame))),
+            &timing,
+        );
     }
     match collect(generation).await {
-        Ok(whole) => reply::json(200, &frame.finished(&whole.part, &whole.done)),
+        Ok(whole) => reply::timed(
+            reply::json(200, &frame.finished(&whole.part, &whole.done)),
+            &whole.done.timing(),
+        ),
         Err(e) => error(&e),
     }
 }

@@ -386,6 +386,7 @@ async fn fetch_range(shared: &Shared<'_>, index: usize, start: u64, end: u64) ->
             position += length;
             shared.state.lock().expect("state lock").parts[index].completed += length;
             shared.progress.completed.fetch_add(length, Ordering::Relaxed);
+            crate::metrics::pulled(length);
             let due = {
                 let mut last = shared.last_save.lock().expect("save lock");
                 let due = last.elapsed() >= SAVE_INTERVAL;

@@ -446,6 +446,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether this process may write blobs and manifests now.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        for dir in ["blobs", "manifests"] {
+            let path = self.root.join(dir);
+            nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK)
+                .map_err(|e| StoreError::from_io(&format!("cannot write {}", path.display()), e.into()))?;
+        }
+        Ok(())
+    }
+
     /// Bytes free on the file system holding the store, if it can tell.
     pub fn free_space(&self) -> Option<u64> {
         let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
