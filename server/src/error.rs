@@ -38,6 +38,7 @@ impl HerdError {
             Self::Store(StoreError::DigestMismatch { .. }) => 400,
             Self::Store(
                 StoreError::CorruptManifest { .. }
+                | StoreError::CorruptBlob { .. }
                 | StoreError::DiskFull
                 | StoreError::InUse(_)
                 | StoreError::Io { .. },

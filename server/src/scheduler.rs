@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::keep_alive::KeepAlive;
 use crate::placement::{self, LoadCost};
+use crate::store::{Store, StoreError};
 use crate::supervisor::{LoadSpec, RunnerClient, RunnerError, WeightsKey};
 
 /// How long a runner gets to exit on its own when unloaded.
@@ -99,6 +100,32 @@ struct Inner {
     loaded: Mutex<HashMap<WeightsKey, Arc<Loaded>>>,
     /// Held while a model loads: one load at a time.
     loading: tokio::sync::Mutex<()>,
+    /// Blob files found whole since the server started, with the size and modification
+    /// time they had then: each is hashed on its first load only.
+    checked_blobs: Mutex<HashMap<PathBuf, (u64, SystemTime)>>,
+}
+
+impl Inner {
+    /// Checks the weights and adapter of `spec` against their digests, unless already done.
+    async fn check_blobs(&self, spec: &LoadSpec) -> Result<(), StoreError> {
+        for path in std::iter::once(&spec.model_path).chain(spec.adapter_path.as_ref()) {
+            let stamp = std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+            let known = self.checked_blobs.lock().ok().and_then(|c| c.get(path).copied());
+            if stamp.is_some() && known == stamp {
+                continue;
+            }
+            let file = path.clone();
+            tokio::task::spawn_blocking(move || Store::check_blob_file(&file))
+                .await
+                .map_err(|e| StoreError::from_io("cannot check a blob", std::io::Error::other(e)))??;
+            if let (Some(stamp), Ok(mut checked)) = (stamp, self.checked_blobs.lock()) {
+                checked.insert(path.clone(), stamp);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Hands out runners and unloads idle ones.
@@ -159,6 +186,7 @@ impl Scheduler {
             load_timeout: config.load_timeout,
             loaded: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
+            checked_blobs: Mutex::default(),
         });
         tokio::spawn(expire_idle(Arc::downgrade(&inner)));
         Self { inner }
@@ -194,14 +222,22 @@ impl Scheduler {
         let placement = placement::place(&request.cost, &crate::hardware::gpus(), request.spec.num_gpu);
         self.make_room(request, placement.system_bytes).await?;
         tracing::info!(model = %request.name, spec = ?request.spec, ?placement, "loading model");
-        let client = RunnerClient::start(
+        // The weights are hashed while the runner loads them (the pages are read once, from
+        // the cache the second time): a corrupt blob is never served.
+        let starting = RunnerClient::start(
             &self.inner.runner_path,
             request.spec.clone(),
             &placement,
             self.inner.load_timeout,
             self.inner.health_timeout,
-        )
-        .await?;
+        );
+        let (client, checked) = tokio::join!(starting, self.inner.check_blobs(&request.spec));
+        if let Err(e) = checked {
+            tracing::error!(model = %request.name, "{e}");
+            // Dropping the client stops its runner.
+            return Err(RunnerError::CorruptBlob(e.to_string()));
+        }
+        let client = client?;
         let loaded = Arc::new(Loaded {
             name: request.name.clone(),
             digest: request.digest.clone(),

@@ -87,6 +87,9 @@ pub enum RunnerError {
         /// Bytes available.
         available: u64,
     },
+    /// The weights or adapter to load are not what the store holds them to be.
+    #[error("{0}")]
+    CorruptBlob(String),
     /// The runner said something that makes no sense.
     #[error("model runner protocol error: {0}")]
     Protocol(String),

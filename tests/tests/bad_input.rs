@@ -59,13 +59,28 @@ fn chunked_bodies_are_read_and_oversized_ones_refused() {
     let body = serde_json::to_vec(&json!({"model": MODEL})).unwrap();
     let response = s.http.post(s.url("/api/show")).body(chunked(body)).send().unwrap();
     assert_eq!(response.status(), 200);
-    let too_big = vec![b' '; 65 * 1024 * 1024];
-    let response = s.http.post(s.url("/api/show")).body(chunked(too_big)).send();
-    // The server may answer before the client has finished sending (then the send fails).
-    if let Ok(response) = response {
-        assert_eq!(response.status(), 413);
-        let body: serde_json::Value = response.json().unwrap();
-        assert!(body["error"].as_str().unwrap().contains("larger than"), "{body}");
+    // Each endpoint has its own limit: 1 MiB for a name and flags, 64 MiB for a conversation.
+    let padded = |size: usize| {
+        let mut body = vec![b' '; size];
+        body.extend(serde_json::to_vec(&json!({"model": "no-such-model"})).unwrap());
+        body
+    };
+    let response = s
+        .http
+        .post(s.url("/api/chat"))
+        .body(chunked(padded(2 << 20)))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 404, "2 MiB is a fine chat body");
+    for (path, size, limit) in [("/api/show", 2 << 20, "1048576"), ("/api/chat", 65 << 20, "67108864")] {
+        let response = s.http.post(s.url(path)).body(chunked(padded(size))).send();
+        // The server may answer before the client has finished sending (then the send fails).
+        if let Ok(response) = response {
+            assert_eq!(response.status(), 413, "{path}");
+            let body: serde_json::Value = response.json().unwrap();
+            let error = body["error"].as_str().unwrap();
+            assert_eq!(error, format!("request body larger than {limit} bytes"), "{path}");
+        }
     }
     // On a new connection: the refused one was closed by the server.
     let response = reqwest::blocking::Client::new()

@@ -349,3 +349,44 @@ fn a_hung_runner_is_detected_by_its_health_check_and_replaced() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_corrupt_blob_is_detected_on_load_and_not_served() {
+    let s = TestServer::with_model();
+    let once = generate_body(
+        "Hi",
+        json!({"stream": false, "keep_alive": 0, "options": {"num_predict": 2}}),
+    );
+    let (status, body) = s.post("/api/generate", &once);
+    assert_eq!(status, 200, "{body}");
+    s.wait_for("the model to unload", Duration::from_secs(10), || {
+        s.runner_pids().is_empty()
+    });
+
+    // One bit flipped in the middle of the weights: same size, other content.
+    let blobs = s.models_dir.path().join("blobs");
+    let weights = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&weights, &bytes).unwrap();
+    drop(bytes);
+
+    let (status, body) = s.post("/api/generate", &once);
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    let name = weights.file_name().unwrap().to_str().unwrap().replacen('-', ":", 1);
+    assert!(error.starts_with(&format!("blob {name} is corrupt")), "{error}");
+    assert!(error.contains("pull or create it again"), "{error}");
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"], json!([]), "nothing serves the corrupt weights");
+    s.wait_for("its runner to stop", Duration::from_secs(10), || {
+        s.runner_pids().is_empty()
+    });
+    let (status, _) = s.get("/");
+    assert_eq!(status, 200);
+}

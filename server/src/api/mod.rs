@@ -25,8 +25,13 @@ use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 
-/// Largest JSON body accepted (blob uploads are streamed to disk instead).
-const MAX_JSON_BODY: u64 = 64 * 1024 * 1024;
+/// Largest body of an inference request: prompts, conversations, inline images.
+const MAX_INFERENCE_BODY: u64 = 64 * 1024 * 1024;
+/// Largest `/api/create` body: a template, messages, a license, the `files` map.
+const MAX_CREATE_BODY: u64 = 16 * 1024 * 1024;
+/// Largest body of every other JSON request (a model name and a few flags). Blob uploads
+/// and imports are streamed to disk instead, never held in memory.
+const MAX_SMALL_BODY: u64 = 1024 * 1024;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -47,8 +52,8 @@ pub struct AppState {
 /// Every route of the API.
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || state.clone());
-    // Chunked bodies are read too (Ollama accepts them); the cap holds either way.
-    let json_body = warp::body::stream().and_then(read_capped);
+    let inference_body = json_body(MAX_INFERENCE_BODY);
+    let small_body = json_body(MAX_SMALL_BODY);
 
     let root = warp::path::end()
         .and(warp::get().or(warp::head()).unify())
@@ -67,37 +72,37 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let generate = warp::path!("api" / "generate")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(handlers::generate);
     let chat = warp::path!("api" / "chat")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(handlers::chat);
     let embed = warp::path!("api" / "embed")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(handlers::embed);
     let embeddings = warp::path!("api" / "embeddings")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(handlers::embeddings);
     let chat_completions = warp::path!("v1" / "chat" / "completions")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(v1::chat_completions);
     let completions = warp::path!("v1" / "completions")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(v1::completions);
     let v1_embeddings = warp::path!("v1" / "embeddings")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(v1::embeddings);
     let v1_models = warp::path!("v1" / "models")
         .and(warp::get())
@@ -112,32 +117,32 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let messages = warp::path!("v1" / "messages")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(v1::messages);
     let v1_responses = warp::path!("v1" / "responses")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(inference_body.clone())
         .then(v1::responses);
     let create = warp::path!("api" / "create")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(json_body(MAX_CREATE_BODY))
         .then(handlers::create);
     let pull = warp::path!("api" / "pull")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::pull);
     let push = warp::path!("api" / "push")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::push);
     let export = warp::path!("api" / "export")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::export);
     let import = warp::path!("api" / "import")
         .and(warp::post())
@@ -147,17 +152,17 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let show = warp::path!("api" / "show")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::show);
     let copy = warp::path!("api" / "copy")
         .and(warp::post())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::copy);
     let delete = warp::path!("api" / "delete")
         .and(warp::delete())
         .and(state.clone())
-        .and(json_body)
+        .and(small_body.clone())
         .then(handlers::delete);
     let tags = warp::path!("api" / "tags")
         .and(warp::get().or(warp::head()).unify())
@@ -394,25 +399,31 @@ impl warp::reject::Reject for Refused {}
 /// Why a JSON body could not be read.
 #[derive(Debug)]
 enum BadBody {
-    /// Over [`MAX_JSON_BODY`].
-    TooLarge,
+    /// Over the route's limit, in bytes.
+    TooLarge(u64),
     /// The connection failed while the body was arriving.
     Unreadable(String),
 }
 
 impl warp::reject::Reject for BadBody {}
 
-/// Reads a request body into memory, refusing it as soon as it passes [`MAX_JSON_BODY`].
+/// A request body read into memory, refused (413) as soon as it passes `limit` bytes.
+/// Chunked bodies are read too (Ollama accepts them); the cap holds either way.
+fn json_body(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |body| read_capped(body, limit))
+}
+
 async fn read_capped(
     mut body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>> + Unpin,
+    limit: u64,
 ) -> Result<bytes::Bytes, Rejection> {
     use bytes::BufMut;
     use futures_util::StreamExt;
     let mut collected = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| warp::reject::custom(BadBody::Unreadable(e.to_string())))?;
-        if collected.len() + chunk.remaining() > MAX_JSON_BODY as usize {
-            return Err(warp::reject::custom(BadBody::TooLarge));
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(BadBody::TooLarge(limit)));
         }
         collected.put(chunk);
     }
@@ -429,9 +440,9 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
         )
     } else if let Some(bad) = rejection.find::<BadBody>() {
         match bad {
-            BadBody::TooLarge => (
+            BadBody::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {MAX_JSON_BODY} bytes"),
+                format!("request body larger than {limit} bytes"),
             ),
             BadBody::Unreadable(e) => (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
         }

@@ -50,6 +50,14 @@ pub enum StoreError {
         /// The digest of the bytes received.
         actual: Digest,
     },
+    /// A stored blob whose content no longer hashes to its name (a bad disk, or an edit).
+    #[error("blob {digest} is corrupt: its content hashes to {actual}; remove the model and pull or create it again")]
+    CorruptBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// What its content hashes to.
+        actual: Digest,
+    },
     /// A manifest file that is not valid JSON of the expected shape.
     #[error("manifest of '{name}' is corrupt: {source}")]
     CorruptManifest {
@@ -444,6 +452,28 @@ impl Store {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+
+    /// Checks that a blob file hashes to the digest its name (`sha256-<hex>`) says; a file
+    /// named otherwise (a GGUF outside the store) has nothing to be checked against.
+    pub fn check_blob_file(path: &Path) -> Result<(), StoreError> {
+        let Some(digest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("sha256-"))
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+        else {
+            return Ok(());
+        };
+        let mut file = fs::File::open(path).map_err(io_error(format!("cannot open blob {digest}")))?;
+        let mut hasher = Sha256::new();
+        io::copy(&mut file, &mut hasher).map_err(io_error(format!("cannot read blob {digest}")))?;
+        let actual = Digest::from_hasher(hasher);
+        if actual == digest {
+            Ok(())
+        } else {
+            Err(StoreError::CorruptBlob { digest, actual })
+        }
     }
 
     /// Whether this process may write blobs and manifests now.
