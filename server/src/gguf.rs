@@ -1661,4 +1661,12 @@ mod tests {
             assert!(elapsed.as_millis() < 100, "took {elapsed:?}");
         }
     }
+
+    #[test]
+    fn the_fuzzers_seed_is_a_valid_gguf() {
+        let seed = include_bytes!("../../fuzz/seeds/gguf/tiny-v3.gguf");
+        let info = parse(seed).unwrap();
+        assert_eq!(info.architecture(), Some("llama"));
+        assert_eq!(info.tensors.len(), 1);
+    }
 }

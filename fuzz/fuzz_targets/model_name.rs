@@ -1,0 +1,20 @@
+//! Any text as a model name: an error, or a name whose every part is a safe path component
+//! and whose long form parses back to itself.
+#![no_main]
+
+use herd_fuzz::name::ModelName;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(name) = ModelName::parse(text) {
+        let long = name.display_long();
+        assert_eq!(ModelName::parse(&long).as_ref(), Ok(&name), "{text:?} -> {long:?}");
+        // host/namespace/model:tag; each becomes a directory or file name under manifests/.
+        for part in long.split('/') {
+            let unsafe_part = part.is_empty() || part == "." || part == ".." || part.contains(['\\', '\0']);
+            assert!(!unsafe_part, "{text:?} -> {long:?}");
+        }
+        assert_eq!(long.split('/').count(), 3, "{text:?} -> {long:?}");
+    }
+});
