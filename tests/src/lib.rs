@@ -517,3 +517,32 @@ pub fn write_lora_adapter(path: &Path, architecture: &str, targets: &[(String, u
     }
     std::fs::write(path, out).expect("write the adapter");
 }
+
+/// A small tmpfs, unmounted when dropped (the tests run as root, as CI does).
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub mount: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `megabytes`.
+    pub fn new(megabytes: u64) -> Self {
+        let mount = tempfile::tempdir().unwrap();
+        let done = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(mount.path())
+            .status()
+            .unwrap();
+        assert!(done.success(), "mounting a tmpfs needs root (as CI runs)");
+        Self { mount }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
+}

@@ -1,11 +1,14 @@
-//! Faults and lifecycle with real processes: a runner killed mid-stream, clients that hang
-//! up, prompts longer than the context, unloading, and server shutdown.
+//! Faults and lifecycle with real processes: a runner killed mid-stream, a hung runner, a
+//! corrupt blob, a full disk (a small tmpfs as the models dir), the server killed and
+//! restarted, clients that hang up, prompts longer than the context, unloading, and server
+//! shutdown. (A registry killed mid-pull and a disk filling mid-pull: registry.rs.)
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use herd_tests::{
-    chat_body, generate_body, has_exited, is_zombie, process_name, remaining_lines, send_signal, TestServer, MODEL,
+    chat_body, gemma_modelfile, generate_body, has_exited, is_zombie, model_path, process_name, remaining_lines,
+    send_signal, tree, SmallDisk, TestServer, MODEL,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -389,4 +392,71 @@ fn a_corrupt_blob_is_detected_on_load_and_not_served() {
     });
     let (status, _) = s.get("/");
     assert_eq!(status, 200);
+}
+
+#[test]
+fn a_full_disk_fails_create_with_a_clear_error_and_leaves_no_half_blob() {
+    let disk = SmallDisk::new(100);
+    let s = TestServer::start_in(tempfile::tempdir_in(disk.mount.path()).unwrap(), &[]);
+    // The real weights (253 MB) cannot fit in 100 MB: `herd create` uploads, then fails.
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("FROM {}", model_path().display());
+    std::fs::write(
+        dir.path().join("Modelfile"),
+        gemma_modelfile().replace("FROM ./gemma-3-270m-q4_k_m.gguf", &from),
+    )
+    .unwrap();
+    let out = s.cli(&["create", MODEL, "-f", dir.path().join("Modelfile").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no space left"), "{stderr}");
+    assert_eq!(
+        tree(s.models_dir.path()),
+        Vec::<String>::new(),
+        "a half blob or manifest was left"
+    );
+    let (status, tags) = s.get("/api/tags");
+    assert_eq!((status, &tags), (200, &json!({"models": []})));
+}
+
+#[test]
+fn after_a_sigkill_the_server_restarts_on_its_store_cleans_up_and_serves() {
+    let s = TestServer::with_model();
+    let (status, _) = s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+    assert_eq!(status, 200);
+    let runners = s.runner_pids();
+    send_signal(s.pid(), Signal::SIGKILL);
+    s.wait_for("the orphaned runner to exit", Duration::from_secs(10), || {
+        runners.iter().all(|&pid| has_exited(pid))
+    });
+    let models = s.kill_keeping_models();
+    // What a crash can leave: temp files of writes in progress, and partial downloads, one
+    // recent (a later pull resumes it) and one older than any pull could use.
+    let blobs = models.path().join("blobs");
+    let manifest_dir = models.path().join("manifests/registry.ollama.ai/library/gemma3");
+    std::fs::write(blobs.join(".tmp-0123456789abcdef"), "half a blob").unwrap();
+    std::fs::write(manifest_dir.join(".tmp-0123456789abcdef"), "half a manifest").unwrap();
+    let recent = blobs.join(format!("sha256-{}-partial", "1".repeat(64)));
+    let stale = blobs.join(format!("sha256-{}-partial", "2".repeat(64)));
+    std::fs::write(&recent, "resume me").unwrap();
+    std::fs::write(&stale, "forget me").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+
+    let restarted = TestServer::start_in(models, &[]);
+    let left = tree(restarted.models_dir.path());
+    assert!(!left.iter().any(|p| p.contains(".tmp-")), "{left:?}");
+    assert!(recent.exists(), "a recent partial download was removed");
+    assert!(!stale.exists(), "a stale partial download was kept");
+    let (status, body) = restarted.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 3}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eval_count"], 3);
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use herd_tests::registry::{file_digest, free_port, FaultProxy, TestNginx, TestRegistry, TokenServer};
-use herd_tests::{model_path, remaining_lines, tree, TestServer};
+use herd_tests::{model_path, remaining_lines, tree, SmallDisk, TestServer};
 use serde_json::{json, Value};
 
 /// The real model's blob digest (its sha256, as `scripts/fetch-model` checks it).
@@ -882,33 +882,6 @@ fn connections_dropped_mid_pull_are_retried_with_ranges() {
     assert_holds_the_weights(&server);
     let served = proxy.bytes_served();
     assert!((served as f64) <= model_size() as f64 * 1.05, "{served} bytes served");
-}
-
-/// A small tmpfs, unmounted when dropped (the tests run as root, as CI does).
-struct SmallDisk {
-    mount: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(megabytes: u64) -> Self {
-        let mount = tempfile::tempdir().unwrap();
-        let done = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(mount.path())
-            .status()
-            .unwrap();
-        assert!(done.success(), "mounting a tmpfs needs root (as CI runs)");
-        Self { mount }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.mount.path())
-            .status();
-    }
 }
 
 #[test]

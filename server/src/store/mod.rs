@@ -518,14 +518,19 @@ impl Store {
 
     /// Removes temp files left by a crash (they are never referenced by anything).
     pub fn remove_stale_temp_files(&self) {
-        for dir in [self.root.join("blobs")] {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+        fn sweep(dir: &Path) {
+            let Ok(entries) = fs::read_dir(dir) else { return };
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    let _ = fs::remove_file(entry.path());
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    sweep(&path);
+                } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let _ = fs::remove_file(path);
                 }
             }
         }
+        sweep(&self.root.join("blobs"));
+        sweep(&self.root.join("manifests"));
     }
 }
 
