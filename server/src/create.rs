@@ -234,6 +234,14 @@ fn weights_from_path(
     progress: &mut dyn CreateProgress,
 ) -> Result<(Layer, GgufInfo), HerdError> {
     progress.status("parsing GGUF".into());
+    // A device, FIFO or directory is never opened: /dev/random would be read without end and
+    // a FIFO would block until someone writes to it.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(HerdError::InvalidModelFile(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
     // Parse before copying: a file that is not GGUF never enters the store.
     let info = read_model_gguf(path, &path.display().to_string())?;
     let (digest, size) = store.import_file(path)?;

@@ -46,26 +46,46 @@ use crate::store::Store;
 /// Interrupted downloads older than this are removed at start; younger ones resume.
 const STALE_PARTIAL_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = cli::Cli::parse();
-    let result = match args.command {
-        Some(cli::Command::Serve) => serve().await,
-        Some(command) => {
-            // A client piped into `head` should stop quietly, as other command-line tools do.
-            // SAFETY: restores the default disposition before any other thread uses SIGPIPE.
-            unsafe {
-                let _ =
-                    nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-            }
-            cli::run(command).await
+    let serving = matches!(args.command, Some(cli::Command::Serve));
+    if !serving {
+        // A client piped into `head` should stop quietly, as other command-line tools do.
+        // SAFETY: restores the default disposition before any other thread exists.
+        unsafe {
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
         }
-        None => cli::print_version().await,
+    }
+    // ...but a socket the server closed mid-upload must be an error, not a silent death: the
+    // runtime's threads, which do the network I/O, block SIGPIPE (a write then gets EPIPE).
+    // (The server ignores SIGPIPE, as Rust sets it up, and its runners inherit no mask.)
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if !serving {
+        runtime.on_thread_start(block_sigpipe);
+    }
+    let runtime = runtime.build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(async move {
+            match args.command {
+                Some(cli::Command::Serve) => serve().await,
+                Some(command) => cli::run(command).await,
+                None => cli::print_version().await,
+            }
+        }),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Blocks SIGPIPE in the calling thread.
+fn block_sigpipe() {
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGPIPE);
+    let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&signals), None);
 }
 
 /// `herd serve`: runs the HTTP API until SIGINT or SIGTERM.
@@ -104,7 +124,12 @@ async fn serve() -> anyhow::Result<()> {
         .try_bind_with_graceful_shutdown(config.host, async move {
             let _ = stopping.changed().await;
         })
-        .with_context(|| format!("cannot listen on {}", config.host))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another herd or ollama serving there? HERD_HOST picks another address)",
+                config.host
+            )
+        })?;
     for (name, meaning) in config::ENV_VARS {
         if let Some(value) = config::env_var(name.trim_start_matches("HERD_")) {
             let shown = if config::SECRET_ENV_VARS.contains(name) {

@@ -69,9 +69,15 @@ impl ChatTemplate {
     }
 }
 
+/// Template instructions one render may run: thousands of messages' worth, yet a template
+/// from an untrusted GGUF that loops without end stops within a second.
+const JINJA_FUEL: u64 = 20_000_000;
+
 /// Renders a Hugging Face chat template the way `transformers` calls it.
 fn render_jinja(source: &str, messages: &[Message], think: Option<bool>) -> Result<String, HerdError> {
     let mut env = minijinja::Environment::new();
+    // minijinja also caps recursion depth, `range` and repeated strings.
+    env.set_fuel(Some(JINJA_FUEL));
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
@@ -117,6 +123,35 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(template.render(&values).unwrap(), "<|user|>hi\n<|assistant|>");
+    }
+
+    #[test]
+    fn hostile_jinja_templates_fail_fast() {
+        for source in [
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "{{ 'x' * 1000000000 }}",
+            "{{ range(1000000000) | list | length }}",
+        ] {
+            let started = std::time::Instant::now();
+            let err = ChatTemplate::Jinja(source.into())
+                .render(&Values::default())
+                .unwrap_err();
+            assert_eq!(err.status(), 400, "{source}: {err}");
+            assert!(err.to_string().starts_with("chat template error"), "{source}: {err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{source}: {:?}",
+                started.elapsed()
+            );
+        }
+        // Message content is data: `{{ 7*7 }}` in a message stays as written.
+        let template = ChatTemplate::Jinja("{% for m in messages %}{{ m.content }}{% endfor %}".into());
+        let values = Values {
+            messages: vec![message("user", "{{ 7*7 }} {% raw %}")],
+            ..Default::default()
+        };
+        assert_eq!(template.render(&values).unwrap(), "{{ 7*7 }} {% raw %}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use herd_tests::{
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
+use sha2::Digest as _;
 
 #[test]
 fn runner_killed_mid_stream_gives_an_error_line_and_the_next_request_works() {
@@ -459,4 +460,74 @@ fn after_a_sigkill_the_server_restarts_on_its_store_cleans_up_and_serves() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["eval_count"], 3);
+}
+
+#[test]
+fn a_store_with_broken_entries_still_starts_lists_what_it_can_and_serves_the_rest() {
+    let s = TestServer::with_model();
+    let models = s.kill_keeping_models();
+    let root = models.path();
+    let library = root.join("manifests/registry.ollama.ai/library");
+    // A manifest that is not JSON, one whose blobs are gone, a truncated GGUF blob under a
+    // manifest of its own, and a partial download.
+    std::fs::create_dir_all(library.join("garbage")).unwrap();
+    std::fs::write(library.join("garbage/latest"), b"\x00\x01 not json").unwrap();
+    let missing = format!("sha256:{}", "3".repeat(64));
+    let manifest = |config: &str, weights: &str, size: usize| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": weights, "size": size}],
+        })
+        .to_string()
+    };
+    std::fs::create_dir_all(library.join("orphan")).unwrap();
+    std::fs::write(library.join("orphan/latest"), manifest(&missing, &missing, 5)).unwrap();
+    let truncated = b"GGUF\x03\x00\x00\x00\xff\xff".to_vec();
+    let truncated_digest = format!("{:x}", sha2::Sha256::digest(&truncated));
+    std::fs::write(root.join(format!("blobs/sha256-{truncated_digest}")), &truncated).unwrap();
+    let config_digest = format!("{:x}", sha2::Sha256::digest(b"{}"));
+    std::fs::write(root.join(format!("blobs/sha256-{config_digest}")), b"{}").unwrap();
+    std::fs::create_dir_all(library.join("truncated")).unwrap();
+    let weights = format!("sha256:{truncated_digest}");
+    std::fs::write(
+        library.join("truncated/latest"),
+        manifest(&format!("sha256:{config_digest}"), &weights, truncated.len()),
+    )
+    .unwrap();
+    std::fs::write(root.join(format!("blobs/sha256-{}-partial", "4".repeat(64))), b"half").unwrap();
+
+    let s = TestServer::start_in(models, &[]);
+    let (status, tags) = s.get("/api/tags");
+    assert_eq!(status, 200, "{tags}");
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&MODEL), "{names:?}");
+    assert!(
+        !names.contains(&"garbage:latest"),
+        "a manifest that is not JSON is listed: {names:?}"
+    );
+    assert!(
+        s.log().contains("garbage"),
+        "the broken manifest is not reported:\n{}",
+        s.log()
+    );
+    for (model, expected) in [("orphan", 404), ("truncated", 500), ("garbage", 500)] {
+        let (status, body) = s.post(
+            "/api/generate",
+            &json!({"model": model, "prompt": "hi", "stream": false}),
+        );
+        assert_eq!(status, expected, "{model}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{model}: {body}");
+    }
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 2}})),
+    );
+    assert_eq!(status, 200, "{body}");
 }

@@ -152,6 +152,9 @@ fn not_ready_without_a_runner() {
         error.contains("/nonexistent/herd-runner") && error.contains("HERD_RUNNER"),
         "{error}"
     );
+    // Every 503 (not ready, or the queue full) tells clients when to try again.
+    let response = server.http().get(server.url("/ready")).send().unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
     // The liveness heartbeat still answers.
     let root = server.http().get(server.url("/")).send().unwrap();
     assert_eq!(root.status().as_u16(), 200);
@@ -227,4 +230,36 @@ fn the_systemd_units_verify_with_the_built_binary() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && stderr.trim().is_empty(), "{unit}: {stderr}");
     }
+}
+
+#[test]
+fn a_second_server_on_a_taken_port_exits_at_once_naming_the_address() {
+    let first = TestServer::start();
+    let address = first
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let models = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(binary("herd"))
+        .arg("serve")
+        .env("HERD_HOST", &address)
+        .env("HERD_MODELS", models.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+    assert!(
+        stderr.contains("HERD_HOST") && stderr.contains("another herd or ollama"),
+        "{stderr}"
+    );
+    let (status, _) = first.get("/api/tags");
+    assert_eq!(status, 200, "the first server is unaffected");
 }

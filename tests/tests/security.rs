@@ -288,3 +288,48 @@ fn missing_and_wrong_api_keys_are_refused_before_anything_runs() {
         "a refused request wrote to the store"
     );
 }
+
+/// CPU time (user + system) the process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn create_from_devices_fifos_and_directories_fails_at_once_even_with_local_paths_allowed() {
+    let place = Neighbourhood::new();
+    let fifo = place.parent.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let server = TestServer::start_in(place.models_dir(), &[("HERD_ALLOW_LOCAL_PATHS", "1")]);
+    let cpu_before = cpu_seconds(server.pid());
+    let cases = [
+        ("/dev/random", "is not a regular file"),
+        ("/dev/zero", "is not a regular file"),
+        (fifo.to_str().unwrap(), "is not a regular file"),
+        ("/tmp", "is not a regular file"),
+        // A regular file of size 0 to stat, whatever it would read: refused unread.
+        ("/proc/self/environ", "is not a valid GGUF model"),
+    ];
+    for (from, expected) in cases {
+        let started = std::time::Instant::now();
+        let answer = send(
+            server
+                .http()
+                .post(server.url("/api/create"))
+                .json(&json!({"model": "device", "from": from, "stream": false})),
+        );
+        assert_refused(&format!("FROM {from}"), answer, 400, expected, &[]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{from}: {:?}",
+            started.elapsed()
+        );
+    }
+    let spent = cpu_seconds(server.pid()) - cpu_before;
+    assert!(spent < 0.5, "{spent} s of CPU spent refusing");
+    let (status, tags) = server.get("/api/tags");
+    assert_eq!((status, &tags), (200, &json!({"models": []})));
+}

@@ -547,12 +547,22 @@ pub async fn upload_blob(
     if state.store.has_blob(&digest) {
         return reply::empty_ok();
     }
-    let chunks = body.map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining())));
-    match state.store.write_blob_stream(Some(&digest), chunks).await {
+    let mut chunks = body.map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining())));
+    match state.store.write_blob_stream(Some(&digest), &mut chunks).await {
         Ok(_) => Response::builder().status(201).body(Body::empty()).unwrap_or_default(),
-        Err(e) => reply::herd_error(&e.into()),
+        Err(e) => {
+            // A client still sending (a full disk stops the write midway) reads no answer
+            // from a connection closed under it: the rest of the body is read and dropped
+            // first, for a while at most.
+            let rest = async { while chunks.next().await.is_some_and(|chunk| chunk.is_ok()) {} };
+            let _ = tokio::time::timeout(UPLOAD_DRAIN_LIMIT, rest).await;
+            reply::herd_error(&e.into())
+        }
     }
 }
+
+/// How long a failed upload's remaining body is read, so that its client gets the error.
+const UPLOAD_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `GET /ready`: 200 when the server can take work, else 503 with the reason.
 pub async fn ready(state: Arc<AppState>) -> Reply {

@@ -276,6 +276,13 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
              mut response: warp::reply::Response,
              state: Arc<AppState>| {
                 crate::metrics::request_answered(endpoint(path.as_str()), method.as_str(), response.status().as_u16());
+                // Busy (queue full) or not ready: clients that honour it retry in a second.
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    let headers = response.headers_mut();
+                    headers
+                        .entry("retry-after")
+                        .or_insert(warp::http::HeaderValue::from_static("1"));
+                }
                 let total = reply::server_timing_entry("total", arrived.elapsed());
                 if let Ok(value) = warp::http::HeaderValue::from_str(&total) {
                     response.headers_mut().append("server-timing", value);
