@@ -421,8 +421,14 @@ ratio {pull['herd'] / pull['curl']:.2f}x (target: at least 0.9x). herd fsyncs th
 enters the store; curl followed by an fsync of its file: {pull['curl_synced'] / 1e6:.0f} MB/s, herd
 {pull['herd'] / pull['curl_synced']:.2f}x of that.
 """ + NOTES
-    pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(a.out).write_text(text)
+    out = pathlib.Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The soak figures come from tests/tests/soak.rs, not from this script: keep them.
+    previous = out.read_text() if out.exists() else ""
+    soak = previous.find("\n## Soak")
+    if soak >= 0:
+        text = text.rstrip("\n") + "\n" + previous[soak:]
+    out.write_text(text)
     print(text)
 
 

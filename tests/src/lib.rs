@@ -216,6 +216,18 @@ impl TestServer {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    /// The names `/api/tags` lists.
+    pub fn model_names(&self) -> Vec<String> {
+        let (status, tags) = self.get("/api/tags");
+        assert_eq!(status, 200, "{tags}");
+        tags["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .map(|m| m["name"].as_str().expect("name").to_string())
+            .collect()
+    }
+
     /// The HTTP client, for requests whose headers a test reads.
     pub fn http(&self) -> &reqwest::blocking::Client {
         &self.http

@@ -320,14 +320,8 @@ fn tags_show_copy_delete() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().unwrap(), "");
-    let (_, tags) = s.get("/api/tags");
-    let names: Vec<&str> = tags["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    assert!(names.contains(&"copied:v1"), "{names:?}");
+    let names = s.model_names();
+    assert!(names.iter().any(|n| n == "copied:v1"), "{names:?}");
 
     let response = s
         .http
