@@ -99,10 +99,7 @@ pub struct Embedded {
 impl Embedded {
     /// What the `Server-Timing` header tells of it.
     pub fn timing(&self) -> Timing {
-        Timing {
-            load: self.load_duration,
-            ..Timing::default()
-        }
+        Timing::load_only(self.load_duration)
     }
 }
 
@@ -148,6 +145,16 @@ pub struct Timing {
     pub decode: Option<Duration>,
 }
 
+impl Timing {
+    /// Only the load is known.
+    fn load_only(load: Duration) -> Self {
+        Self {
+            load,
+            ..Self::default()
+        }
+    }
+}
+
 impl FinalMetrics {
     /// The whole request's timing.
     pub fn timing(&self) -> Timing {
@@ -163,10 +170,7 @@ impl FinalMetrics {
 impl Generation {
     /// What is known of the timing before the first event: the load.
     pub fn timing(&self) -> Timing {
-        Timing {
-            load: self.load_duration,
-            ..Timing::default()
-        }
+        Timing::load_only(self.load_duration)
     }
 
     /// The next event; `None` after `Done` or `Error`.
@@ -299,15 +303,10 @@ impl Inference {
         }
     }
 
-    /// Generate, chat and embed requests admitted and not yet answered.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
     /// What `/metrics` reports of loaded runners and waiting requests now.
     pub fn snapshot(&self) -> metrics::Snapshot {
         let occupancy = self.scheduler.occupancy();
-        let in_flight = self.in_flight();
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
         metrics::Snapshot {
             loaded_models: occupancy.loaded,
             in_flight,
