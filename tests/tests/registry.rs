@@ -878,7 +878,7 @@ fn connections_dropped_mid_pull_are_retried_with_ranges() {
     proxy.cut_connections();
     let rest = remaining_lines(stream);
     assert_eq!(statuses(&rest).last().map(String::as_str), Some("success"), "{rest:?}");
-    assert!(server.log().contains("part failed, retrying"), "{}", server.log());
+    assert!(server.log().contains("chunk failed, retrying"), "{}", server.log());
     assert_holds_the_weights(&server);
     let served = proxy.bytes_served();
     assert!((served as f64) <= model_size() as f64 * 1.05, "{served} bytes served");

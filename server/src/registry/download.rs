@@ -1,5 +1,5 @@
-//! Downloading one blob into the store: parallel HTTP Range parts written into
-//! `blobs/sha256-<hex>-partial`, their progress kept beside it in `...-partial.json` so that a
+//! Downloading one blob into the store: HTTP Range chunks, several at once and handed out in
+//! order, written into `blobs/sha256-<hex>-partial`, their progress kept beside it in `...-partial.json` so that a
 //! pull stopped by Ctrl-C, a crash, a restart or a dead registry resumes where it stopped.
 //! The blob enters the store only after its sha256 matched.
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -21,15 +21,17 @@ use super::client::Connection;
 use super::RegistryError;
 use crate::store::{Digest, Store, StoreError};
 
-/// Smallest part a blob is split into.
-const MIN_PART: u64 = 16 << 20;
-/// Largest part.
-const MAX_PART: u64 = 1 << 30;
-/// Parts fetched at once.
-const PARALLEL_PARTS: usize = 8;
-/// Failed requests a part may make before the pull fails.
+/// Smallest chunk a blob is fetched in.
+const MIN_CHUNK: u64 = 4 << 20;
+/// Largest chunk.
+const MAX_CHUNK: u64 = 64 << 20;
+/// Chunks a blob is fetched in at least, when they may be as small as [`MIN_CHUNK`].
+const CHUNKS_PER_BLOB: u64 = 64;
+/// Chunks fetched at once.
+const PARALLEL_CHUNKS: usize = 8;
+/// Failed requests a chunk may make before the pull fails.
 const ATTEMPTS: u32 = 5;
-/// A part that receives nothing for this long is retried.
+/// A chunk that receives nothing for this long is retried.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes written to disk at once.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -41,15 +43,21 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(100);
 pub struct BlobProgress {
     /// Bytes on disk.
     pub completed: AtomicU64,
-    /// Set while the finished download is being hashed.
-    pub verifying: AtomicBool,
 }
 
-/// The resume record of a partial download.
+/// The resume record of a partial download: a written prefix, then the chunks started
+/// after it, which tile the bytes from `done` to where the next chunk starts.
+///
+/// Chunks are handed out in order and are small against the blob, so the bytes written
+/// from the start follow close behind the last byte received, and hashing them (which must
+/// go in order) ends soon after the download does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct PartialState {
     digest: Digest,
     size: u64,
+    /// Bytes from the start that are all written.
+    #[serde(default)]
+    done: u64,
     parts: Vec<Part>,
 }
 
@@ -58,47 +66,86 @@ struct Part {
     offset: u64,
     size: u64,
     completed: u64,
+    /// Whether a fetch is working on it (this run only).
+    #[serde(skip)]
+    claimed: bool,
 }
 
 impl PartialState {
     fn new(digest: Digest, size: u64) -> Self {
-        let part_size = (size / 16).clamp(MIN_PART, MAX_PART);
-        let parts = (0..size.div_ceil(part_size).max(1))
-            .map(|i| {
-                let offset = i * part_size;
-                Part {
-                    offset,
-                    size: part_size.min(size - offset),
-                    completed: 0,
-                }
-            })
-            .collect();
-        Self { digest, size, parts }
+        Self {
+            digest,
+            size,
+            done: 0,
+            parts: Vec::new(),
+        }
+    }
+
+    fn chunk_size(&self) -> u64 {
+        (self.size / CHUNKS_PER_BLOB).clamp(MIN_CHUNK, MAX_CHUNK)
     }
 
     fn completed(&self) -> u64 {
-        self.parts.iter().map(|p| p.completed).sum()
+        self.done + self.parts.iter().map(|p| p.completed).sum::<u64>()
     }
 
     /// How many bytes from the start are all written.
     fn contiguous(&self) -> u64 {
-        match self.parts.iter().find(|p| p.completed < p.size) {
-            Some(part) => part.offset + part.completed,
-            None => self.size,
-        }
+        self.done + self.parts.first().map_or(0, |p| p.completed)
     }
 
-    /// A saved record, if it is for this blob and its parts tile the blob.
+    /// Where the next new chunk starts.
+    fn next_offset(&self) -> u64 {
+        self.parts.last().map_or(self.done, |p| p.offset + p.size)
+    }
+
+    /// Claims a chunk to fetch: an unfinished one nobody works on (left by an earlier run),
+    /// else a new one. `None` when every byte is written or being fetched.
+    fn claim(&mut self) -> Option<u64> {
+        if let Some(part) = self.parts.iter_mut().find(|p| !p.claimed && p.completed < p.size) {
+            part.claimed = true;
+            return Some(part.offset);
+        }
+        let offset = self.next_offset();
+        if offset >= self.size {
+            return None;
+        }
+        let size = self.chunk_size().min(self.size - offset);
+        self.parts.push(Part {
+            offset,
+            size,
+            completed: 0,
+            claimed: true,
+        });
+        Some(offset)
+    }
+
+    /// The chunk starting at `offset`; `None` once it is finished and folded into the prefix.
+    fn part(&self, offset: u64) -> Option<Part> {
+        self.parts.iter().find(|p| p.offset == offset).copied()
+    }
+
+    /// Records `length` more bytes written in the chunk at `offset`, folding finished chunks
+    /// at the front into the prefix.
+    fn record(&mut self, offset: u64, length: u64) {
+        if let Some(part) = self.parts.iter_mut().find(|p| p.offset == offset) {
+            part.completed += length;
+        }
+        let finished = self.parts.iter().take_while(|p| p.completed == p.size).count();
+        self.done += self.parts.drain(..finished).map(|p| p.size).sum::<u64>();
+    }
+
+    /// A saved record, if it is for this blob and its chunks tile the bytes after the prefix.
     fn load(path: &Path, digest: &Digest, size: u64) -> Option<Self> {
         let state: Self = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let mut next = 0;
+        let mut next = state.done;
         for part in &state.parts {
-            if part.offset != next || part.completed > part.size {
+            if part.offset != next || part.completed > part.size || part.size == 0 {
                 return None;
             }
             next += part.size;
         }
-        (state.digest == *digest && state.size == size && next == size).then_some(state)
+        (state.digest == *digest && state.size == size && next <= size).then_some(state)
     }
 }
 
@@ -122,7 +169,6 @@ pub async fn download_blob(
     let partial = store.partial_blob_path(digest);
     let state_path = store.partial_state_path(digest);
     for attempt in 0..2 {
-        progress.verifying.store(false, Ordering::Relaxed);
         let actual = fetch_parts(connection, digest, size, &partial, &state_path, progress).await?;
         let expected = digest;
         if actual == *expected {
@@ -210,9 +256,6 @@ async fn fetch_parts(
             .map_err(|e| RegistryError::Store(StoreError::from_io("cannot create the partial blob", e)))?
     };
     progress.completed.store(state.completed(), Ordering::Relaxed);
-    let pending: Vec<usize> = (0..state.parts.len())
-        .filter(|&i| state.parts[i].completed < state.parts[i].size)
-        .collect();
     let shared = Shared {
         connection,
         digest,
@@ -231,12 +274,7 @@ async fn fetch_parts(
         tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &stop))
     };
     let _save = SaveOnDrop(&shared, stop);
-    futures_util::stream::iter(pending)
-        .map(|index| fetch_part(&shared, index))
-        .buffer_unordered(PARALLEL_PARTS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    progress.verifying.store(true, Ordering::Relaxed);
+    futures_util::future::try_join_all((0..PARALLEL_CHUNKS).map(|_| fetch_chunks(&shared))).await?;
     hashing
         .await
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
@@ -285,26 +323,44 @@ fn open_partial(path: &Path, size: u64, fresh: bool) -> io::Result<File> {
     Ok(file)
 }
 
-/// Fetches the rest of one part, retrying failures that may pass.
-async fn fetch_part(shared: &Shared<'_>, index: usize) -> Result<(), RegistryError> {
+/// Fetches chunks one after another until none is left to claim.
+async fn fetch_chunks(shared: &Shared<'_>) -> Result<(), RegistryError> {
+    loop {
+        let claimed = shared.state.lock().expect("state lock").claim();
+        match claimed {
+            Some(offset) => fetch_chunk(shared, offset).await?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Fetches the rest of the chunk at `offset`, retrying failures that may pass.
+async fn fetch_chunk(shared: &Shared<'_>, offset: u64) -> Result<(), RegistryError> {
     let mut failures = 0;
     loop {
-        let part = shared.state.lock().expect("state lock").parts[index];
+        let Some(part) = shared.state.lock().expect("state lock").part(offset) else {
+            return Ok(());
+        };
         if part.completed == part.size {
             return Ok(());
         }
         let before = part.completed;
         let start = part.offset + part.completed;
         let end = part.offset + part.size - 1;
-        let outcome = fetch_range(shared, index, start, end).await;
-        let after = shared.state.lock().expect("state lock").parts[index].completed;
+        let outcome = fetch_range(shared, offset, start, end).await;
+        let after = shared
+            .state
+            .lock()
+            .expect("state lock")
+            .part(offset)
+            .map_or(part.size, |p| p.completed);
         match outcome {
             Ok(()) if after == part.size => return Ok(()),
             Ok(()) => {
-                tracing::debug!(digest = %shared.digest, index, "part ended early; continuing");
+                tracing::debug!(digest = %shared.digest, offset, "chunk ended early; continuing");
             }
             Err(e) if e.is_retryable() && failures + 1 < ATTEMPTS => {
-                tracing::warn!(digest = %shared.digest, index, "part failed, retrying: {e}");
+                tracing::warn!(digest = %shared.digest, offset, "chunk failed, retrying: {e}");
             }
             Err(e) => return Err(e),
         }
@@ -321,8 +377,8 @@ async fn fetch_part(shared: &Shared<'_>, index: usize) -> Result<(), RegistryErr
     }
 }
 
-/// GETs `start..=end` of the blob and writes it into part `index`.
-async fn fetch_range(shared: &Shared<'_>, index: usize, start: u64, end: u64) -> Result<(), RegistryError> {
+/// GETs `start..=end` of the blob and writes it into the chunk at `offset`.
+async fn fetch_range(shared: &Shared<'_>, offset: u64, start: u64, end: u64) -> Result<(), RegistryError> {
     let connection = shared.connection;
     let response = connection
         .get_blob(&shared.digest.to_string(), Some((start, end)))
@@ -379,12 +435,16 @@ async fn fetch_range(shared: &Shared<'_>, index: usize, start: u64, end: u64) ->
             let data = buffer.split().freeze();
             let file = shared.file.clone();
             let length = data.len() as u64;
-            tokio::task::spawn_blocking(move || file.write_all_at(&data, position))
-                .await
-                .map_err(|e| RegistryError::Interrupted(e.to_string()))?
-                .map_err(|e| RegistryError::Store(StoreError::from_io("cannot write the partial blob", e)))?;
+            tokio::task::spawn_blocking(move || {
+                file.write_all_at(&data, position)?;
+                start_writeback(&file, position, length);
+                Ok(())
+            })
+            .await
+            .map_err(|e| RegistryError::Interrupted(e.to_string()))?
+            .map_err(|e| RegistryError::Store(StoreError::from_io("cannot write the partial blob", e)))?;
             position += length;
-            shared.state.lock().expect("state lock").parts[index].completed += length;
+            shared.state.lock().expect("state lock").record(offset, length);
             shared.progress.completed.fetch_add(length, Ordering::Relaxed);
             crate::metrics::pulled(length);
             let due = {
@@ -408,6 +468,27 @@ async fn fetch_range(shared: &Shared<'_>, index: usize, start: u64, end: u64) ->
     }
 }
 
+/// Starts writing `length` bytes at `offset` back to disk without waiting for it, so that the
+/// flush before the blob enters the store finds little left to do.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, length: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor stays open while `file` lives; the call reads only its arguments.
+    // A failure only leaves the bytes for the final flush.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            length as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Writeback is left to the final flush where `sync_file_range` does not exist.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
+
 /// [`Shared::save`], allowed to block.
 async fn save_state(shared: &Shared<'_>) -> Result<(), RegistryError> {
     tokio::task::block_in_place(|| shared.save())
@@ -418,19 +499,63 @@ async fn save_state(shared: &Shared<'_>) -> Result<(), RegistryError> {
 mod tests {
     use super::*;
 
+    /// Claims every chunk of a fresh download, in order.
+    fn claim_all(state: &mut PartialState) -> Vec<u64> {
+        std::iter::from_fn(|| state.claim()).collect()
+    }
+
     #[test]
-    fn parts_tile_the_blob() {
+    fn chunks_tile_the_blob_in_order() {
         let digest = Digest::of(b"x");
-        for size in [0, 1, MIN_PART, MIN_PART + 1, 300 << 20, 40 << 30] {
-            let state = PartialState::new(digest.clone(), size);
+        for size in [0, 1, MIN_CHUNK, MIN_CHUNK + 1, 300 << 20, 40 << 30] {
+            let mut state = PartialState::new(digest.clone(), size);
+            let offsets = claim_all(&mut state);
             assert_eq!(state.parts.iter().map(|p| p.size).sum::<u64>(), size);
-            assert!(state.parts.len() <= 41, "{size}: {} parts", state.parts.len());
+            assert!(state.parts.iter().all(|p| (1..=MAX_CHUNK).contains(&p.size)));
+            assert!(
+                offsets.len() as u64 <= (CHUNKS_PER_BLOB + 1).max(size.div_ceil(MAX_CHUNK)),
+                "{size}"
+            );
             let mut next = 0;
-            for part in &state.parts {
-                assert_eq!(part.offset, next);
+            for (part, offset) in state.parts.iter().zip(&offsets) {
+                assert_eq!((part.offset, *offset), (next, next));
                 next += part.size;
             }
         }
+    }
+
+    #[test]
+    fn finished_chunks_fold_into_the_prefix() {
+        let mut state = PartialState::new(Digest::of(b"x"), 3 * MIN_CHUNK);
+        let offsets = claim_all(&mut state);
+        assert_eq!(offsets, [0, MIN_CHUNK, 2 * MIN_CHUNK]);
+        state.record(MIN_CHUNK, MIN_CHUNK);
+        assert_eq!((state.done, state.contiguous()), (0, 0), "a chunk after a gap waits");
+        state.record(0, 10);
+        assert_eq!(state.contiguous(), 10);
+        state.record(0, MIN_CHUNK - 10);
+        assert_eq!((state.done, state.parts.len()), (2 * MIN_CHUNK, 1), "both fold in");
+        assert_eq!(state.part(0), None);
+        assert_eq!(state.completed(), 2 * MIN_CHUNK);
+        assert_eq!(state.claim(), None, "the last chunk is still claimed");
+    }
+
+    #[test]
+    fn a_resumed_download_claims_its_unfinished_chunks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let digest = Digest::of(b"x");
+        let size = 100 << 20;
+        let mut state = PartialState::new(digest.clone(), size);
+        let first = state.claim().unwrap();
+        let second = state.claim().unwrap();
+        state.record(second, 5);
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let mut resumed = PartialState::load(&path, &digest, size).expect("a valid record");
+        assert!(resumed.parts.iter().all(|p| !p.claimed), "claims are not saved");
+        assert_eq!(resumed.completed(), 5);
+        assert_eq!((resumed.claim(), resumed.claim()), (Some(first), Some(second)));
+        assert_eq!(resumed.claim(), Some(second + state.chunk_size()), "then new chunks");
     }
 
     #[test]
@@ -439,13 +564,20 @@ mod tests {
         let path = dir.path().join("state.json");
         let digest = Digest::of(b"x");
         let mut state = PartialState::new(digest.clone(), 100 << 20);
-        state.parts[1].completed = 5;
+        claim_all(&mut state);
+        state.record(state.parts[1].offset, 5);
+        state.parts.iter_mut().for_each(|p| p.claimed = false);
         std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
         assert_eq!(PartialState::load(&path, &digest, 100 << 20), Some(state.clone()));
         assert_eq!(PartialState::load(&path, &digest, 99 << 20), None);
         assert_eq!(PartialState::load(&path, &Digest::of(b"y"), 100 << 20), None);
-        state.parts[1].completed = state.parts[1].size + 1;
-        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let mut overfull = state.clone();
+        overfull.parts[1].completed = overfull.parts[1].size + 1;
+        std::fs::write(&path, serde_json::to_vec(&overfull).unwrap()).unwrap();
         assert_eq!(PartialState::load(&path, &digest, 100 << 20), None);
+        let mut gap = state.clone();
+        gap.parts.remove(1);
+        std::fs::write(&path, serde_json::to_vec(&gap).unwrap()).unwrap();
+        assert_eq!(PartialState::load(&path, &digest, 100 << 20), None, "chunks must tile");
     }
 }

@@ -53,17 +53,24 @@ impl Registry {
         // Blobs found present stay until this manifest refers to them.
         let _pins = store.pin(manifest.blobs().map(|l| l.digest.clone()));
 
+        // Every missing blob at once: the small ones (template, parameters, config) then cost
+        // no round trips after the weights.
         let mut seen = HashSet::new();
-        for layer in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
-            if !seen.insert(layer.digest.clone()) {
-                continue;
-            }
-            if store.has_blob(&layer.digest) {
-                progress.send(TransferStatus::blob("pulling", &layer.digest, layer.size, layer.size));
-                continue;
-            }
-            self.fetch_blob(&connection, store, layer, progress).await?;
-        }
+        let fetches = manifest
+            .layers
+            .iter()
+            .chain(std::iter::once(&manifest.config))
+            .filter(|layer| seen.insert(layer.digest.clone()))
+            .map(|layer| async {
+                if store.has_blob(&layer.digest) {
+                    progress.send(TransferStatus::blob("pulling", &layer.digest, layer.size, layer.size));
+                    return Ok(());
+                }
+                self.fetch_blob(&connection, store, layer, progress).await
+            });
+        futures_util::future::try_join_all(fetches).await?;
+        // Each blob was hashed as it arrived and entered the store only if it matched.
+        progress.send(TransferStatus::message("verifying sha256 digest"));
 
         progress.send(TransferStatus::message("writing manifest"));
         let previous = store.read_manifest(name).ok();
@@ -119,7 +126,6 @@ impl Registry {
         let waiter = join_download(&self.downloads, connection, store, layer);
         let (blob_progress, mut result) = (waiter.progress.clone(), waiter.result.clone());
         let (digest, total) = (layer.digest.clone(), layer.size);
-        let mut verifying_reported = false;
         let outcome = report_while(result.wait_for(Option::is_some), || {
             progress.send(TransferStatus::blob(
                 "pulling",
@@ -127,10 +133,6 @@ impl Registry {
                 total,
                 blob_progress.completed.load(Ordering::Relaxed),
             ));
-            if blob_progress.verifying.load(Ordering::Relaxed) && !verifying_reported {
-                verifying_reported = true;
-                progress.send(TransferStatus::message("verifying sha256 digest"));
-            }
         })
         .await
         .map(|value| value.clone().expect("wait_for returns a finished result"));
