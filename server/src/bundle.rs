@@ -101,6 +101,9 @@ pub fn import_bundle(store: &Store, input: impl Read) -> Result<Vec<ModelName>, 
 fn read_bundle(store: &Store, input: impl Read, imported: &mut Vec<Digest>) -> Result<Vec<ModelName>, HerdError> {
     let bad = |message: String| HerdError::bad_request(format!("invalid bundle: {message}"));
     let mut archive = tar::Archive::new(input);
+    // Every blob met, written or found present, stays until the manifests refer to it: a
+    // delete or a failed pull running meanwhile removes what no manifest uses.
+    let mut pins = Vec::new();
     let mut index = None;
     let mut layout = false;
     let entries = archive.entries().map_err(|e| bad(format!("not a tar archive: {e}")))?;
@@ -136,6 +139,7 @@ fn read_bundle(store: &Store, input: impl Read, imported: &mut Vec<Digest>) -> R
                             path.chars().take(100).collect::<String>()
                         ))
                     })?;
+                pins.push(store.pin([digest.clone()]));
                 if store.has_blob(&digest) {
                     continue;
                 }
@@ -271,5 +275,52 @@ mod tests {
         assert!(error.starts_with("invalid bundle"), "{error}");
         assert_eq!(std::fs::read_dir(b.path().join("blobs")).unwrap().count(), 0);
         assert!(target.list().unwrap().is_empty());
+    }
+
+    /// Hands out a tar and, once `at` bytes are read, runs what a concurrent delete runs.
+    struct DeleteMidway<'a> {
+        tar: &'a [u8],
+        read: usize,
+        at: usize,
+        delete: Option<Box<dyn FnOnce() + 'a>>,
+    }
+
+    impl Read for DeleteMidway<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.read >= self.at {
+                if let Some(delete) = self.delete.take() {
+                    delete();
+                }
+            }
+            let n = (&self.tar[self.read..]).read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_delete_during_an_import_leaves_the_blobs_it_brought() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (source, target) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
+        let name = model(&source, "m:t");
+        let mut tar = Vec::new();
+        export_model(&source, &name, &mut tar).unwrap();
+        let unused = [Digest::of(b"GGUF weights"), Digest::of(b"{}")];
+        let deleted = std::cell::Cell::new(false);
+        let reader = DeleteMidway {
+            tar: &tar,
+            read: 0,
+            at: tar.len() - 1024,
+            delete: Some(Box::new(|| {
+                target.remove_unused_blobs(&unused);
+                deleted.set(true);
+            })),
+        };
+        assert_eq!(import_bundle(&target, reader).unwrap(), vec![name.clone()]);
+        assert!(deleted.get(), "the delete ran before the manifests were written");
+        assert!(
+            unused.iter().all(|d| target.has_blob(d)),
+            "a blob of the import was removed"
+        );
     }
 }
