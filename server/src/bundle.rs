@@ -228,13 +228,19 @@ mod tests {
         name
     }
 
-    #[test]
-    fn a_bundle_round_trips_into_another_store() {
+    /// A model exported from one fresh store, and a second empty store (with their dirs).
+    fn exported() -> (tempfile::TempDir, tempfile::TempDir, Store, Store, ModelName, Vec<u8>) {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (source, target) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
         let name = model(&source, "m:t");
         let mut tar = Vec::new();
         export_model(&source, &name, &mut tar).unwrap();
+        (a, b, source, target, name, tar)
+    }
+
+    #[test]
+    fn a_bundle_round_trips_into_another_store() {
+        let (_a, b, source, target, name, tar) = exported();
         assert_eq!(import_bundle(&target, tar.as_slice()).unwrap(), vec![name.clone()]);
         assert_eq!(
             target.read_manifest_bytes(&name).unwrap(),
@@ -246,11 +252,7 @@ mod tests {
 
     #[test]
     fn tampered_or_foreign_bundles_are_refused_and_leave_nothing() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (source, target) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
-        let name = model(&source, "m:t");
-        let mut tar = Vec::new();
-        export_model(&source, &name, &mut tar).unwrap();
+        let (_a, b, _source, target, _name, tar) = exported();
         let at = tar.windows(12).position(|w| w == b"GGUF weights").unwrap();
         let mut tampered = tar.clone();
         tampered[at] = b'X';
@@ -300,11 +302,7 @@ mod tests {
 
     #[test]
     fn a_delete_during_an_import_leaves_the_blobs_it_brought() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (source, target) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
-        let name = model(&source, "m:t");
-        let mut tar = Vec::new();
-        export_model(&source, &name, &mut tar).unwrap();
+        let (_a, _b, _source, target, name, tar) = exported();
         let unused = [Digest::of(b"GGUF weights"), Digest::of(b"{}")];
         let deleted = std::cell::Cell::new(false);
         let reader = DeleteMidway {
