@@ -46,6 +46,19 @@ pub struct CompletionRequest {
     pub return_tokens: bool,
     /// A GBNF grammar (from `CompileFormat`) every generated token must keep valid.
     pub grammar: Option<String>,
+    /// Images placed in the prompt, in prompt order; only a runner with a vision projector
+    /// takes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PromptImage>,
+}
+
+/// An image inside a prompt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptImage {
+    /// Byte offset in the prompt where the image goes (a `char` boundary).
+    pub offset: usize,
+    /// The image file (PNG, JPEG, ...), base64.
+    pub data: String,
 }
 
 /// A structured-output format, as `format` gives it.
@@ -136,6 +149,9 @@ pub enum RunnerMessage {
     Done { id: RequestId, metrics: CompletionMetrics },
     /// A request failed.
     Failed { id: RequestId, error: String },
+    /// A completion's input cannot be used (an image that does not decode, a prompt with
+    /// images longer than the context); nothing was generated.
+    Rejected { id: RequestId, error: String },
     /// Answer to `Tokenize`.
     Tokens { id: RequestId, tokens: Vec<i32> },
     /// Answer to `Detokenize`.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::output::{Emit, TextOutput};
 use crate::sampling::{build_sampler, sample_constrained, JSON_GRAMMAR};
+use crate::vision::{PromptPiece, Vision, IMAGE_POSITION};
 
 /// How the model is loaded; fixed for the life of the runner.
 #[derive(Clone, Debug)]
@@ -47,6 +48,8 @@ pub struct EngineConfig {
     pub main_gpu: u32,
     /// A LoRA adapter GGUF to apply at full scale.
     pub lora_path: Option<PathBuf>,
+    /// A vision projector (mmproj GGUF) for prompts with images.
+    pub projector_path: Option<PathBuf>,
 }
 
 /// Most prompt tokens one decode call takes while other slots are generating: a long prompt
@@ -114,6 +117,13 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
             return load_failed(&events, format!("unable to apply LoRA adapter: {e}"));
         }
     }
+    let vision = match config.projector_path.as_deref() {
+        None => None,
+        Some(path) => match Vision::load(path, &model, config.threads, gpu_layers > 0) {
+            Ok(vision) => Some(vision),
+            Err(error) => return load_failed(&events, error),
+        },
+    };
     let facts = ModelFacts {
         context_length,
         training_context_length: model.n_ctx_train(),
@@ -136,6 +146,7 @@ pub fn run(config: EngineConfig, commands: Receiver<ServerMessage>, events: Even
             batch_size: config.batch_size,
             threads: config.threads,
         },
+        vision,
         events,
     );
     engine.serve(&commands);
@@ -259,6 +270,8 @@ struct Engine<'m> {
     context_length: u32,
     /// Positions a sliding-window layer attends to (0: none); its cache keeps only these.
     sliding_window: u32,
+    /// The vision projector, when the model has one.
+    vision: Option<Vision>,
     events: Events,
     piece_buf: Vec<u8>,
 }
@@ -269,6 +282,7 @@ impl<'m> Engine<'m> {
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
         shape: EngineShape,
+        vision: Option<Vision>,
         events: Events,
     ) -> Self {
         let EngineShape {
@@ -297,6 +311,7 @@ impl<'m> Engine<'m> {
             batch_size: batch_size as usize,
             context_length,
             sliding_window: sliding_window(model),
+            vision,
             events,
             piece_buf: Vec::with_capacity(32),
         }
@@ -467,14 +482,6 @@ impl<'m> Engine<'m> {
             let Some((request, arrived)) = self.waiting.pop_front() else {
                 return;
             };
-            let (prompt, truncated) = self.prompt_tokens(&request);
-            if prompt.is_empty() {
-                self.send(RunnerMessage::Failed {
-                    id: request.id,
-                    error: "empty prompt".into(),
-                });
-                continue;
-            }
             let grammar = match request
                 .grammar
                 .as_deref()
@@ -490,6 +497,18 @@ impl<'m> Engine<'m> {
                     continue;
                 }
             };
+            if !request.images.is_empty() {
+                self.start_with_images(&request, arrived, grammar);
+                continue;
+            }
+            let (prompt, truncated) = self.prompt_tokens(&request);
+            if prompt.is_empty() {
+                self.send(RunnerMessage::Failed {
+                    id: request.id,
+                    error: "empty prompt".into(),
+                });
+                continue;
+            }
             let (index, reused) = self.place(&prompt);
             let slot = &mut self.slots[index];
             slot.last_used = Instant::now();
@@ -513,6 +532,79 @@ impl<'m> Engine<'m> {
                 first_token_at: None,
             });
         }
+    }
+
+    /// Starts a request whose prompt holds images in the least recently used free slot: the
+    /// whole prompt is evaluated at once (mtmd decodes images itself, so they do not join the
+    /// shared batch), from position 0, and the first token is sampled. Input that cannot be
+    /// used is `Rejected`.
+    fn start_with_images(&mut self, request: &CompletionRequest, arrived: Instant, grammar: Option<LlamaSampler>) {
+        let id = request.id;
+        let prefill_started = Instant::now();
+        let Some(index) = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_none())
+            .min_by_key(|&i| self.slots[i].last_used)
+        else {
+            return;
+        };
+        let pieces = match self.image_prompt(request) {
+            Ok(pieces) => pieces,
+            Err(error) => return self.send(RunnerMessage::Rejected { id, error }),
+        };
+        let (slot, Some(vision)) = (&mut self.slots[index], self.vision.as_mut()) else {
+            return;
+        };
+        let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        slot.cached.clear();
+        slot.last_used = Instant::now();
+        let held = match vision.evaluate(&mut self.ctx, slot.seq, &pieces, self.batch_size) {
+            Ok(held) => held,
+            Err(error) => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                return self.send(RunnerMessage::Failed { id, error });
+            }
+        };
+        slot.cached = held.clone();
+        let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
+        sampler.accept_many(held.iter().filter(|&&t| t != IMAGE_POSITION));
+        slot.active = Some(Active {
+            id,
+            sampler,
+            grammar,
+            output: TextOutput::new(&request.stop),
+            generated: Vec::new(),
+            next_token: None,
+            logits_index: None,
+            num_predict: request.num_predict,
+            return_tokens: request.return_tokens,
+            cached_count: 0,
+            truncated: 0,
+            prompt: held,
+            queued: prefill_started - arrived,
+            prefill_started,
+            first_token_at: None,
+        });
+        // The last decode left this prompt's final logits at the end of its output.
+        self.sample(index, -1);
+    }
+
+    /// A prompt with images cut into text and image pieces, checked to fit the context.
+    fn image_prompt(&self, request: &CompletionRequest) -> Result<Vec<PromptPiece>, String> {
+        let vision = self
+            .vision
+            .as_ref()
+            .ok_or("this model has no vision projector, so it cannot read images")?;
+        let pieces = vision.pieces(self.model, &request.prompt, &request.images)?;
+        let positions: usize = pieces.iter().map(PromptPiece::positions).sum();
+        let limit = CompletionRequest::prompt_budget(self.context_length as usize, request.num_predict);
+        if positions > limit {
+            return Err(format!(
+                "the prompt and its images take {positions} tokens, more than the {limit} a context of {} \
+                 leaves for them",
+                self.context_length
+            ));
+        }
+        Ok(pieces)
     }
 
     /// Picks a free slot for `prompt` and prepares its cache; returns the slot and how many
@@ -752,6 +844,7 @@ impl<'m> Engine<'m> {
                 .prompt
                 .iter()
                 .chain(active.generated.iter())
+                .filter(|&&t| t != IMAGE_POSITION)
                 .map(|t| t.0)
                 .collect()
         });

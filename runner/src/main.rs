@@ -6,6 +6,7 @@
 mod engine;
 mod output;
 mod sampling;
+mod vision;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,6 +56,9 @@ struct Args {
     /// A LoRA adapter GGUF to apply at full scale.
     #[arg(long)]
     lora: Option<PathBuf>,
+    /// A multimodal projector GGUF (mmproj): completions may then carry images.
+    #[arg(long)]
+    projector: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         gpu_layers: args.gpu_layers,
         main_gpu: args.main_gpu,
         lora_path: args.lora,
+        projector_path: args.projector,
     };
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())

@@ -33,9 +33,12 @@ pub fn create_model(
     }
     let mut layers: Vec<Layer>;
     let model_config: ModelConfig;
-    match (&request.files, request.from.as_deref().filter(|f| !f.is_empty())) {
-        (Some(files), _) if !files.is_empty() => {
-            let (layer, info) = weights_from_files(store, files, progress)?;
+    let uploaded = match &request.files {
+        Some(files) if !files.is_empty() => uploaded_ggufs(store, files, progress)?,
+        _ => Uploaded::default(),
+    };
+    match (uploaded.weights, request.from.as_deref().filter(|f| !f.is_empty())) {
+        (Some((layer, info)), _) => {
             model_config = config_from_gguf(&info);
             layers = vec![layer];
         }
@@ -65,7 +68,16 @@ pub fn create_model(
                 progress.status(format!("using existing layer {}", layer.digest));
             }
         }
+        (None, None) if uploaded.projector.is_some() => {
+            return Err(HerdError::bad_request(
+                "a projector needs a model: give 'from' or a model GGUF in 'files' too",
+            ))
+        }
         _ => return Err(HerdError::bad_request("neither 'from' or 'files' was specified")),
+    }
+    if let Some(projector) = uploaded.projector {
+        layers.retain(|l| l.kind() != Some(LayerKind::Projector));
+        layers.push(projector);
     }
 
     if let Some(adapters) = request.adapters.as_ref().filter(|a| !a.is_empty()) {
@@ -157,18 +169,47 @@ fn looks_like_path(from: &str) -> bool {
         || from.ends_with(".gguf")
 }
 
-/// The weights layer from `files`: exactly one GGUF, uploaded as a blob beforehand.
-fn weights_from_files(
+/// The layers made of `files`, each GGUF uploaded as a blob beforehand.
+#[derive(Default)]
+struct Uploaded {
+    /// The weights and what their GGUF says.
+    weights: Option<(Layer, GgufInfo)>,
+    /// A vision projector (a GGUF of architecture `clip`, as llama.cpp writes mmproj files).
+    projector: Option<Layer>,
+}
+
+/// Sorts `files` into the weights and a projector, as Ollama does: at most one of each.
+fn uploaded_ggufs(
     store: &Store,
     files: &Map<String, Value>,
     progress: &mut dyn CreateProgress,
-) -> Result<(Layer, GgufInfo), HerdError> {
-    let (file_name, digest) = single_uploaded_file(store, files, "files")?;
-    progress.status("parsing GGUF".into());
-    let info = read_model_gguf(&store.blob_path(&digest), file_name)?;
-    let size = store.blob_size(&digest)?;
-    progress.status(format!("using existing layer {digest}"));
-    Ok((Layer::new(LayerKind::Model, digest, size), info))
+) -> Result<Uploaded, HerdError> {
+    let mut uploaded = Uploaded::default();
+    for (file_name, digest) in files {
+        let digest = uploaded_file(store, file_name, digest)?;
+        progress.status("parsing GGUF".into());
+        let info = read_model_gguf(&store.blob_path(&digest), file_name)?;
+        let layer = Layer::new(
+            if info.architecture() == Some("clip") {
+                LayerKind::Projector
+            } else {
+                LayerKind::Model
+            },
+            digest.clone(),
+            store.blob_size(&digest)?,
+        );
+        let taken = match layer.kind() {
+            Some(LayerKind::Projector) => uploaded.projector.replace(layer).is_some(),
+            _ => uploaded.weights.replace((layer, info)).is_some(),
+        };
+        if taken {
+            return Err(HerdError::bad_request(
+                "'files' takes one model GGUF and at most one projector GGUF",
+            ));
+        }
+        progress.status(format!("using existing layer {digest}"));
+    }
+    Ok(uploaded)
 }
 
 /// The adapter layer from `adapters`: one LoRA GGUF for the model's architecture, uploaded
@@ -179,7 +220,13 @@ fn adapter_from_files(
     model: &ModelConfig,
     progress: &mut dyn CreateProgress,
 ) -> Result<Layer, HerdError> {
-    let (file_name, digest) = single_uploaded_file(store, adapters, "adapters")?;
+    let mut entries = adapters.iter();
+    let (Some((file_name, digest)), None) = (entries.next(), entries.next()) else {
+        return Err(HerdError::bad_request(
+            "exactly one GGUF file is supported in 'adapters'",
+        ));
+    };
+    let digest = uploaded_file(store, file_name, digest)?;
     progress.status("parsing GGUF".into());
     let info = gguf::read_gguf_path(&store.blob_path(&digest), gguf::ReadOptions { keep_arrays_up_to: 0 })
         .map_err(|e| HerdError::InvalidModelFile(format!("{file_name} is not a valid GGUF adapter: {e}")))?;
@@ -201,18 +248,8 @@ fn adapter_from_files(
     Ok(Layer::new(LayerKind::Adapter, digest, size))
 }
 
-/// The one `name -> digest` entry of `files` or `adapters`, its blob already uploaded.
-fn single_uploaded_file<'a>(
-    store: &Store,
-    files: &'a Map<String, Value>,
-    field: &str,
-) -> Result<(&'a str, Digest), HerdError> {
-    let mut entries = files.iter();
-    let (Some((file_name, digest)), None) = (entries.next(), entries.next()) else {
-        return Err(HerdError::bad_request(format!(
-            "exactly one GGUF file is supported in '{field}'"
-        )));
-    };
+/// The digest of a `name -> digest` entry of `files` or `adapters`, its blob already uploaded.
+fn uploaded_file(store: &Store, file_name: &str, digest: &Value) -> Result<Digest, HerdError> {
     if file_name.is_empty() || file_name.starts_with('/') || file_name.split(['/', '\\']).any(|p| p == "..") {
         return Err(HerdError::bad_request("file path must be relative"));
     }
@@ -225,7 +262,7 @@ fn single_uploaded_file<'a>(
             "blob {digest} for file {file_name:?} not found; upload it first with POST /api/blobs/{digest}"
         )));
     }
-    Ok((file_name, digest))
+    Ok(digest)
 }
 
 fn weights_from_path(

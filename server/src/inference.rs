@@ -16,6 +16,7 @@ use crate::embedding::Shape;
 use crate::error::HerdError;
 use crate::format::parse_format;
 use crate::gguf;
+use crate::images::{check_images, ImageMarkers};
 use crate::keep_alive::KeepAlive;
 use crate::metrics;
 use crate::model::Model;
@@ -24,7 +25,7 @@ use crate::placement::{compute_bytes, LoadCost};
 use crate::prompt::ChatTemplate;
 use crate::scheduler::{Lease, LoadRequest, Scheduler};
 use crate::store::{ModelName, Store, StoreError};
-use crate::supervisor::{Completion, CompletionEvent, LoadSpec, RunnerClient};
+use crate::supervisor::{Completion, CompletionEvent, LoadSpec, RunnerClient, WeightsKey};
 use crate::template::{Message, Values};
 use crate::thinking::{Think, ThinkingParser};
 use crate::tools::{closing_tag, parse_tools, ToolCall, ToolCallParser, ToolChoice};
@@ -41,8 +42,8 @@ pub enum Outcome {
     },
     /// An empty prompt with `keep_alive: 0`: the model is unloaded.
     Unloaded,
-    /// `_debug_render_only`: the prompt, not run.
-    Rendered(String),
+    /// `_debug_render_only`: the prompt, not run, and how many images it holds.
+    Rendered { prompt: String, image_count: usize },
     /// Generation has started.
     Streaming(Box<Generation>),
 }
@@ -113,8 +114,8 @@ pub enum GenerationEvent {
     ToolCalls(Vec<ToolCall>),
     /// The end, with the metrics of the final chunk.
     Done(FinalMetrics),
-    /// A failure after streaming began.
-    Error(String),
+    /// A failure after streaming began: the input could not be used (400) or generating failed.
+    Error(HerdError),
 }
 
 /// The final chunk's numbers.
@@ -192,7 +193,8 @@ impl Generation {
                     };
                     self.answer(text);
                 }
-                CompletionEvent::Failed(error) => return Some(GenerationEvent::Error(error)),
+                CompletionEvent::Failed(error) => return Some(GenerationEvent::Error(HerdError::Internal(error))),
+                CompletionEvent::Rejected(error) => return Some(GenerationEvent::Error(HerdError::BadRequest(error))),
                 CompletionEvent::Done(runner) => {
                     let first_token = self.first_piece_at.map(|at| at - self.started);
                     metrics::generation_finished(first_token, &runner);
@@ -291,6 +293,29 @@ struct Prepared {
     load: LoadRequest,
 }
 
+impl Prepared {
+    /// Images need a model with a vision projector: Ollama's 400 for one without.
+    fn check_vision(&self, has_images: bool) -> Result<(), HerdError> {
+        if has_images && self.model.projector_path.is_none() {
+            return Err(HerdError::bad_request(format!(
+                "{} does not support vision",
+                self.model.name.display_long()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ImageMarkers {
+    /// `_debug_render_only`'s answer for `rendered`.
+    fn rendered(&self, rendered: &str) -> Outcome {
+        Outcome::Rendered {
+            prompt: self.display(rendered),
+            image_count: self.count(),
+        }
+    }
+}
+
 impl Inference {
     /// An inference front over the store and scheduler.
     pub fn new(config: Arc<Config>, store: Arc<Store>, scheduler: Scheduler) -> Self {
@@ -360,6 +385,7 @@ impl Inference {
             spec: LoadSpec {
                 model_path: model.model_path.clone(),
                 adapter_path: model.adapter_path.clone(),
+                projector_path: model.projector_path.clone(),
                 context_length: options.num_ctx,
                 parallel: options.num_parallel,
                 threads: options.num_thread,
@@ -398,7 +424,11 @@ impl Inference {
             weights,
             kv_cache: facts.kv_layout.map_or(0, |kv| kv.cache_bytes(context, parallel, batch)),
             compute: compute_bytes(facts.embedding_length, facts.head_count, context, batch),
-            cpu_only: model.adapter_path.as_deref().map_or(0, file_size),
+            cpu_only: [&model.adapter_path, &model.projector_path]
+                .into_iter()
+                .flatten()
+                .map(|path| file_size(path))
+                .sum(),
         }
     }
 
@@ -434,7 +464,8 @@ impl Inference {
         // Ollama's total_duration counts from the request's arrival.
         let started = Instant::now();
         let admission = self.admit()?;
-        reject_images(request.images.as_deref(), &request.model)?;
+        let images = request.images.as_deref().unwrap_or_default();
+        check_images(images)?;
         let format = parse_format(request.format.as_ref()).map_err(HerdError::BadRequest)?;
         if request.raw && (!request.template.is_empty() || !request.system.is_empty() || request.context.is_some()) {
             return Err(HerdError::bad_request(
@@ -451,6 +482,9 @@ impl Inference {
         if request.prompt.is_empty() && request.suffix.is_empty() && !request.debug_render_only {
             return self.load_only(&prepared).await;
         }
+        prepared.check_vision(!images.is_empty())?;
+        let mut markers = ImageMarkers::default();
+        let user_prompt = markers.place(&request.prompt, images);
         let think = resolve_think(
             request.think.as_ref(),
             &prepared.template,
@@ -468,7 +502,7 @@ impl Inference {
             None
         } else if !request.suffix.is_empty() {
             Some(Values {
-                prompt: request.prompt.clone(),
+                prompt: user_prompt.clone(),
                 suffix: request.suffix.clone(),
                 ..Default::default()
             })
@@ -485,7 +519,7 @@ impl Inference {
             if request.context.is_none() {
                 messages.extend(prepared.model.messages.iter().cloned());
             }
-            messages.push(message("user", request.prompt.clone()));
+            messages.push(message("user", user_prompt.clone()));
             Some(Values {
                 messages,
                 think: think.setting.as_ref().map(|t| t.enabled),
@@ -495,10 +529,10 @@ impl Inference {
         };
         let rendered = match &values {
             Some(values) => prepared.template.render(values)?,
-            None => request.prompt.clone(),
+            None => user_prompt,
         };
         if request.debug_render_only && request.context.is_none() {
-            return Ok(Outcome::Rendered(rendered));
+            return Ok(markers.rendered(&rendered));
         }
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let prompt = match &request.context {
@@ -510,8 +544,9 @@ impl Inference {
             _ => rendered,
         };
         if request.debug_render_only {
-            return Ok(Outcome::Rendered(prompt));
+            return Ok(markers.rendered(&prompt));
         }
+        let (prompt, images) = markers.extract(&prompt);
         let grammar = compile(&lease, format).await?;
         let serving = Serving {
             admission,
@@ -524,6 +559,7 @@ impl Inference {
             prompt,
             return_tokens: !request.raw,
             grammar,
+            images,
             ..completion_request(&prepared.options)
         };
         self.start(request, serving, 0, thinking, None)
@@ -532,14 +568,15 @@ impl Inference {
     /// `/api/delete`: removes the model's manifest and the blobs nothing else uses; when its
     /// weights went with it, its runner is stopped (once its requests finish).
     pub async fn delete(&self, name: &ModelName) -> Result<(), StoreError> {
-        let weights = Model::open(&self.store, &name.display_long())
-            .ok()
-            .map(|m| (m.model_path, m.adapter_path));
+        let weights = Model::open(&self.store, &name.display_long()).ok().map(|m| WeightsKey {
+            model: m.model_path,
+            adapter: m.adapter_path,
+            projector: m.projector_path,
+        });
         self.store.delete(name)?;
-        if let Some((model_path, adapter_path)) = weights {
-            let gone = !model_path.exists() || adapter_path.as_ref().is_some_and(|p| !p.exists());
-            if gone {
-                self.scheduler.unload(&(model_path, adapter_path)).await;
+        if let Some(weights) = weights {
+            if weights.files().any(|path| !path.exists()) {
+                self.scheduler.unload(&weights).await;
             }
         }
         Ok(())
@@ -591,7 +628,7 @@ impl Inference {
         let admission = self.admit()?;
         let format = parse_format(request.format.as_ref()).map_err(HerdError::BadRequest)?;
         for m in &request.messages {
-            reject_images(m.images.as_deref(), &request.model)?;
+            check_images(m.images.as_deref().unwrap_or_default())?;
         }
         let prepared = self.prepare(
             &request.model,
@@ -634,6 +671,12 @@ impl Inference {
             }),
             (format, None) => format,
         };
+        prepared.check_vision(
+            request
+                .messages
+                .iter()
+                .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty())),
+        )?;
         let rendered_tools = offered.then(|| Value::Array(request.tools.clone().unwrap_or_default()));
         let tool_calls = offered.then(|| ToolCallParser::new(&tag, &tools));
         if request.messages.is_empty() && !request.debug_render_only {
@@ -649,8 +692,12 @@ impl Inference {
         {
             messages.insert(0, message("system", system));
         }
+        let mut markers = ImageMarkers::default();
         messages.extend(request.messages.iter().cloned().map(|mut m| {
             m.role = m.role.to_lowercase();
+            if let Some(images) = m.images.take() {
+                m.content = markers.place(&m.content, &images);
+            }
             m
         }));
         let render = |messages: Vec<Message>| {
@@ -663,11 +710,12 @@ impl Inference {
             })
         };
         if request.debug_render_only {
-            return Ok(Outcome::Rendered(render(messages)?));
+            return Ok(markers.rendered(&render(messages)?));
         }
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let budget = CompletionRequest::prompt_budget(prepared.options.num_ctx as usize, prepared.options.num_predict);
         let (prompt, dropped) = fit_messages(lease.client(), messages, budget, render).await?;
+        let (prompt, images) = markers.extract(&prompt);
         let grammar = compile(&lease, format).await?;
         let serving = Serving {
             admission,
@@ -679,6 +727,7 @@ impl Inference {
         let request = CompletionRequest {
             prompt,
             grammar,
+            images,
             ..completion_request(&prepared.options)
         };
         self.start(request, serving, dropped, thinking, tool_calls)
@@ -725,6 +774,7 @@ fn completion_request(options: &ResolvedOptions) -> CompletionRequest {
         stop: options.stop.clone(),
         return_tokens: false,
         grammar: None,
+        images: Vec::new(),
     }
 }
 
@@ -743,36 +793,6 @@ fn message(role: &str, content: String) -> Message {
         content,
         ..Default::default()
     }
-}
-
-/// Images must be base64 of an image (PNG, JPEG, WebP, GIF or BMP); and they need a vision
-/// projector, which herd does not run yet, so a valid one is refused clearly too.
-fn reject_images(images: Option<&[String]>, model: &str) -> Result<(), HerdError> {
-    use base64::Engine as _;
-    let Some(images) = images.filter(|i| !i.is_empty()) else {
-        return Ok(());
-    };
-    for (i, image) in images.iter().enumerate() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(image.trim())
-            .map_err(|e| HerdError::bad_request(format!("invalid image input: images[{i}] is not base64: {e}")))?;
-        if !is_image(&bytes) {
-            return Err(HerdError::bad_request(format!(
-                "invalid image input: images[{i}] is not a PNG, JPEG, WebP, GIF or BMP image"
-            )));
-        }
-    }
-    Err(HerdError::bad_request(format!("{model} does not support vision")))
-}
-
-/// Whether `bytes` start like an image file of a format vision models take.
-fn is_image(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"\x89PNG\r\n\x1a\n")
-        || bytes.starts_with(&[0xff, 0xd8, 0xff])
-        || bytes.starts_with(b"GIF87a")
-        || bytes.starts_with(b"GIF89a")
-        || bytes.starts_with(b"BM")
-        || (bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP")
 }
 
 /// `think` as it applies to one request.

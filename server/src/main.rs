@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod gguf;
 mod hardware;
+mod images;
 mod inference;
 mod keep_alive;
 mod metrics;

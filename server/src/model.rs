@@ -21,6 +21,8 @@ pub struct Model {
     pub model_path: PathBuf,
     /// A LoRA adapter GGUF applied on top of the weights.
     pub adapter_path: Option<PathBuf>,
+    /// A vision projector (mmproj GGUF): the model reads images.
+    pub projector_path: Option<PathBuf>,
     /// Go template text.
     pub template: Option<String>,
     /// System prompt.
@@ -93,6 +95,7 @@ impl Model {
             name: name.clone(),
             model_path: store.blob_path(&weights.digest),
             adapter_path: manifest.layer(LayerKind::Adapter).map(|l| store.blob_path(&l.digest)),
+            projector_path: manifest.layer(LayerKind::Projector).map(|l| store.blob_path(&l.digest)),
             parent_model: weights.from.clone(),
             template: text(LayerKind::Template)?,
             system: text(LayerKind::System)?,

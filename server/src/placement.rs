@@ -17,7 +17,8 @@ pub struct LoadCost {
     pub kv_cache: u64,
     /// Scratch memory of one decode step, on each device that computes.
     pub compute: u64,
-    /// Other bytes that stay on the CPU (an adapter).
+    /// Other bytes, counted on the CPU: an adapter, a vision projector (which follows the
+    /// layers to a GPU, but is small beside them).
     pub cpu_only: u64,
 }
 

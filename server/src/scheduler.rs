@@ -106,9 +106,10 @@ struct Inner {
 }
 
 impl Inner {
-    /// Checks the weights and adapter of `spec` against their digests, unless already done.
+    /// Checks the weights, adapter and projector of `spec` against their digests, unless
+    /// already done.
     async fn check_blobs(&self, spec: &LoadSpec) -> Result<(), StoreError> {
-        for path in std::iter::once(&spec.model_path).chain(spec.adapter_path.as_ref()) {
+        for path in spec.weights().files() {
             let stamp = std::fs::metadata(path)
                 .ok()
                 .and_then(|m| Some((m.len(), m.modified().ok()?)));

@@ -144,6 +144,9 @@ pub fn show_model(store: &Store, name: &str, verbose: bool) -> Result<Value, Her
             capabilities.push("thinking");
         }
     }
+    if model.projector_path.is_some() {
+        capabilities.push("vision");
+    }
     let template_text = model
         .template
         .clone()
@@ -179,6 +182,11 @@ pub fn show_model(store: &Store, name: &str, verbose: bool) -> Result<Value, Her
         );
     }
     out.insert("model_info".into(), Value::Object(info.model_info(verbose)));
+    if let Some(path) = &model.projector_path {
+        let projector = gguf::read_gguf_path(path, gguf::ReadOptions { keep_arrays_up_to: 5 })
+            .map_err(|e| HerdError::Internal(format!("cannot read the projector of '{name}': {e}")))?;
+        out.insert("projector_info".into(), Value::Object(projector.model_info(verbose)));
+    }
     out.insert("capabilities".into(), json!(capabilities));
     out.insert("modified_at".into(), Value::String(rfc3339(model.stored.modified_at)));
     Ok(Value::Object(out))
@@ -214,6 +222,10 @@ fn go_value_text(value: &Value) -> String {
 /// A Modelfile that recreates the model.
 fn modelfile_text(model: &Model, template: &str) -> String {
     let mut commands = vec![Command::From(model.model_path.display().to_string())];
+    // Ollama writes a projector as a second FROM.
+    if let Some(projector) = &model.projector_path {
+        commands.push(Command::From(projector.display().to_string()));
+    }
     if let Some(adapter) = &model.adapter_path {
         commands.push(Command::Adapter(adapter.display().to_string()));
     }

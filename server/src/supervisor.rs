@@ -32,6 +32,8 @@ pub struct LoadSpec {
     pub model_path: PathBuf,
     /// A LoRA adapter GGUF to apply.
     pub adapter_path: Option<PathBuf>,
+    /// A vision projector (mmproj GGUF) to load with the model.
+    pub projector_path: Option<PathBuf>,
     /// Context length of each slot.
     pub context_length: u32,
     /// Slots.
@@ -44,14 +46,33 @@ pub struct LoadSpec {
     pub num_gpu: i32,
 }
 
-/// The weights a runner serves: the model and its adapter. One runner per key; a request
-/// with other load options for the same key replaces it.
-pub type WeightsKey = (PathBuf, Option<PathBuf>);
+/// The files a runner serves: the model, its adapter and its projector. One runner per key;
+/// a request with other load options for the same key replaces it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightsKey {
+    /// The GGUF weights.
+    pub model: PathBuf,
+    /// A LoRA adapter.
+    pub adapter: Option<PathBuf>,
+    /// A vision projector.
+    pub projector: Option<PathBuf>,
+}
+
+impl WeightsKey {
+    /// Every file of the key.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.model).chain(&self.adapter).chain(&self.projector)
+    }
+}
 
 impl LoadSpec {
     /// The weights this spec loads.
     pub fn weights(&self) -> WeightsKey {
-        (self.model_path.clone(), self.adapter_path.clone())
+        WeightsKey {
+            model: self.model_path.clone(),
+            adapter: self.adapter_path.clone(),
+            projector: self.projector_path.clone(),
+        }
     }
 }
 
@@ -115,6 +136,9 @@ pub enum CompletionEvent {
     Done(CompletionMetrics),
     /// The completion failed; no more events follow.
     Failed(String),
+    /// The request's input cannot be used (an image that does not decode); nothing was
+    /// generated and no more events follow.
+    Rejected(String),
 }
 
 type Waiters = Arc<Mutex<HashMap<RequestId, mpsc::UnboundedSender<RunnerMessage>>>>;
@@ -180,6 +204,11 @@ impl RunnerClient {
                 spec.adapter_path
                     .iter()
                     .flat_map(|path| [std::ffi::OsStr::new("--lora"), path.as_os_str()]),
+            )
+            .args(
+                spec.projector_path
+                    .iter()
+                    .flat_map(|path| [std::ffi::OsStr::new("--projector"), path.as_os_str()]),
             )
             // CUDA numbers GPUs as NVML does, so `--main-gpu` means the GPU that was measured.
             .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -505,6 +534,7 @@ fn route(waiters: &Waiters, message: RunnerMessage) {
         RunnerMessage::Piece { id, .. }
         | RunnerMessage::Done { id, .. }
         | RunnerMessage::Failed { id, .. }
+        | RunnerMessage::Rejected { id, .. }
         | RunnerMessage::Tokens { id, .. }
         | RunnerMessage::Text { id, .. }
         | RunnerMessage::Grammar { id, .. }
@@ -553,6 +583,7 @@ impl Completion {
             Some(RunnerMessage::Piece { text, .. }) => CompletionEvent::Piece(text),
             Some(RunnerMessage::Done { metrics, .. }) => CompletionEvent::Done(metrics),
             Some(RunnerMessage::Failed { error, .. }) => CompletionEvent::Failed(error),
+            Some(RunnerMessage::Rejected { error, .. }) => CompletionEvent::Rejected(error),
             Some(other) => CompletionEvent::Failed(format!("unexpected runner message {other:?}")),
             None => CompletionEvent::Failed(self.client.stopped().to_string()),
         };

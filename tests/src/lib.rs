@@ -469,65 +469,255 @@ pub fn read_all(mut reader: impl Read) -> String {
     s
 }
 
-/// Writes a LoRA adapter GGUF as llama.cpp reads one (`general.type` `adapter`, `adapter.type`
-/// `lora`, F32 `<tensor>.lora_a` of `[n_in, rank]` and `<tensor>.lora_b` of `[rank, n_out]`),
-/// with pseudo-random values of magnitude `scale` from `seed`: a real adapter file for a base
-/// model whose tensor shapes the caller names.
-pub fn write_lora_adapter(path: &Path, architecture: &str, targets: &[(String, u64, u64)], rank: u64, scale: f32) {
+/// A metadata value of a GGUF file [`write_gguf`] writes.
+pub enum GgufValue<'a> {
+    /// `u32`.
+    U32(u32),
+    /// `f32`.
+    F32(f32),
+    /// `bool`.
+    Bool(bool),
+    /// A string.
+    Str(&'a str),
+    /// An array of `f32`.
+    F32s(&'a [f32]),
+}
+
+/// One F32 tensor of a GGUF file.
+pub struct GgufTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Dimensions in GGUF order: the fastest-varying first (numpy's shape reversed).
+    pub dims: Vec<u64>,
+    /// Every value is this one, or, when `random`, pseudo-random in [-value, value].
+    pub value: f32,
+    /// Whether the values are pseudo-random.
+    pub random: bool,
+}
+
+impl GgufTensor {
+    /// A tensor of pseudo-random values in [-scale, scale], the same on every run.
+    pub fn random(name: impl Into<String>, dims: &[u64], scale: f32) -> Self {
+        Self {
+            name: name.into(),
+            dims: dims.to_vec(),
+            value: scale,
+            random: true,
+        }
+    }
+
+    /// A tensor of one repeated value.
+    pub fn filled(name: impl Into<String>, dims: &[u64], value: f32) -> Self {
+        Self {
+            name: name.into(),
+            dims: dims.to_vec(),
+            value,
+            random: false,
+        }
+    }
+}
+
+/// Writes a GGUF v3 file of `metadata` and F32 `tensors`.
+pub fn write_gguf(path: &Path, metadata: &[(&str, GgufValue)], tensors: &[GgufTensor]) {
     const ALIGNMENT: usize = 32;
-    const TYPE_F32: u32 = 6;
-    const TYPE_STRING: u32 = 8;
     const GGML_F32: u32 = 0;
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
     }
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut random = move || {
+    let mut random = move |scale: f32| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
     };
-    let mut tensors: Vec<(String, [u64; 2])> = Vec::new();
-    for (name, n_in, n_out) in targets {
-        tensors.push((format!("{name}.lora_a"), [*n_in, rank]));
-        tensors.push((format!("{name}.lora_b"), [rank, *n_out]));
-    }
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
     out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend(4u64.to_le_bytes());
-    for (key, value) in [
-        ("general.architecture", architecture),
-        ("general.type", "adapter"),
-        ("adapter.type", "lora"),
-    ] {
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
         string(&mut out, key);
-        out.extend(TYPE_STRING.to_le_bytes());
-        string(&mut out, value);
+        match value {
+            GgufValue::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            GgufValue::F32(v) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            GgufValue::Bool(v) => {
+                out.extend(7u32.to_le_bytes());
+                out.push(u8::from(*v));
+            }
+            GgufValue::Str(v) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, v);
+            }
+            GgufValue::F32s(values) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(6u32.to_le_bytes());
+                out.extend((values.len() as u64).to_le_bytes());
+                for v in *values {
+                    out.extend(v.to_le_bytes());
+                }
+            }
+        }
     }
-    string(&mut out, "adapter.lora.alpha");
-    out.extend(TYPE_F32.to_le_bytes());
-    out.extend((rank as f32).to_le_bytes());
     let mut offset = 0u64;
-    for (name, dims) in &tensors {
-        string(&mut out, name);
-        out.extend(2u32.to_le_bytes());
-        out.extend(dims[0].to_le_bytes());
-        out.extend(dims[1].to_le_bytes());
+    for tensor in tensors {
+        string(&mut out, &tensor.name);
+        out.extend((tensor.dims.len() as u32).to_le_bytes());
+        for dim in &tensor.dims {
+            out.extend(dim.to_le_bytes());
+        }
         out.extend(GGML_F32.to_le_bytes());
         out.extend(offset.to_le_bytes());
-        offset += (dims[0] * dims[1] * 4).next_multiple_of(ALIGNMENT as u64);
+        offset += (tensor.dims.iter().product::<u64>() * 4).next_multiple_of(ALIGNMENT as u64);
     }
     out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
-    for (_, dims) in &tensors {
-        for _ in 0..dims[0] * dims[1] {
-            out.extend(random().to_le_bytes());
+    for tensor in tensors {
+        for _ in 0..tensor.dims.iter().product::<u64>() {
+            let value = if tensor.random {
+                random(tensor.value)
+            } else {
+                tensor.value
+            };
+            out.extend(value.to_le_bytes());
         }
         out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
     }
-    std::fs::write(path, out).expect("write the adapter");
+    std::fs::write(path, out).expect("write the GGUF file");
+}
+
+/// Writes a LoRA adapter GGUF as llama.cpp reads one (`general.type` `adapter`, `adapter.type`
+/// `lora`, F32 `<tensor>.lora_a` of `[n_in, rank]` and `<tensor>.lora_b` of `[rank, n_out]`),
+/// with pseudo-random values of magnitude `scale`: a real adapter file for a base model whose
+/// tensor shapes the caller names.
+pub fn write_lora_adapter(path: &Path, architecture: &str, targets: &[(String, u64, u64)], rank: u64, scale: f32) {
+    let tensors: Vec<GgufTensor> = targets
+        .iter()
+        .flat_map(|(name, n_in, n_out)| {
+            [
+                GgufTensor::random(format!("{name}.lora_a"), &[*n_in, rank], scale),
+                GgufTensor::random(format!("{name}.lora_b"), &[rank, *n_out], scale),
+            ]
+        })
+        .collect();
+    let metadata = [
+        ("general.architecture", GgufValue::Str(architecture)),
+        ("general.type", GgufValue::Str("adapter")),
+        ("adapter.type", GgufValue::Str("lora")),
+        ("adapter.lora.alpha", GgufValue::F32(rank as f32)),
+    ];
+    write_gguf(path, &metadata, &tensors);
+}
+
+/// Image tokens the projector of [`write_vision_projector`] makes of any image: 56 x 56
+/// pixels in 14 x 14 patches, pooled 2 x 2.
+pub const PROJECTOR_IMAGE_TOKENS: u64 = 4;
+
+/// Writes a vision projector GGUF (an mmproj file, architecture `clip`, as llama.cpp's mtmd
+/// loads) of Gemma 3's projector type for a text model `text_width` wide, with pseudo-random
+/// weights: a 2-block ViT of width 64 over 56 x 56 images, average-pooled to
+/// [`PROJECTOR_IMAGE_TOKENS`] tokens, then RMS norm and a projection to the text width. No small
+/// vision model is published on the package registries; this one sees nothing real, but every
+/// image goes through the real decoding, encoding and evaluation, and different images give
+/// different embeddings.
+pub fn write_vision_projector(path: &Path, text_width: u64) {
+    const WIDTH: u64 = 64;
+    // Not WIDTH: clip.cpp swaps ffn up and down when ffn_down is WIDTH wide.
+    const FEED_FORWARD: u64 = 128;
+    const BLOCKS: u32 = 2;
+    const IMAGE: u32 = 56;
+    const PATCH: u32 = 14;
+    let patches = u64::from((IMAGE / PATCH) * (IMAGE / PATCH));
+    let metadata = [
+        ("general.architecture", GgufValue::Str("clip")),
+        ("general.name", GgufValue::Str("herd synthetic test projector")),
+        ("general.file_type", GgufValue::U32(0)),
+        ("clip.has_vision_encoder", GgufValue::Bool(true)),
+        ("clip.projector_type", GgufValue::Str("gemma3")),
+        ("clip.vision.embedding_length", GgufValue::U32(WIDTH as u32)),
+        ("clip.vision.feed_forward_length", GgufValue::U32(FEED_FORWARD as u32)),
+        ("clip.vision.block_count", GgufValue::U32(BLOCKS)),
+        ("clip.vision.attention.head_count", GgufValue::U32(4)),
+        ("clip.vision.attention.layer_norm_epsilon", GgufValue::F32(1e-6)),
+        ("clip.vision.projection_dim", GgufValue::U32(text_width as u32)),
+        ("clip.vision.image_size", GgufValue::U32(IMAGE)),
+        ("clip.vision.patch_size", GgufValue::U32(PATCH)),
+        ("clip.vision.image_mean", GgufValue::F32s(&[0.5, 0.5, 0.5])),
+        ("clip.vision.image_std", GgufValue::F32s(&[0.5, 0.5, 0.5])),
+        ("clip.use_gelu", GgufValue::Bool(true)),
+        ("clip.vision.projector.scale_factor", GgufValue::U32(2)),
+    ];
+    let patch = u64::from(PATCH);
+    let mut tensors = vec![
+        GgufTensor::random("v.patch_embd.weight", &[patch, patch, 3, WIDTH], 0.09),
+        GgufTensor::filled("v.patch_embd.bias", &[WIDTH], 0.0),
+        GgufTensor::random("v.position_embd.weight", &[WIDTH, patches], 0.035),
+    ];
+    for block in 0..BLOCKS {
+        let name = |part: &str| format!("v.blk.{block}.{part}");
+        for part in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+            tensors.push(GgufTensor::random(
+                name(&format!("{part}.weight")),
+                &[WIDTH, WIDTH],
+                0.035,
+            ));
+            tensors.push(GgufTensor::filled(name(&format!("{part}.bias")), &[WIDTH], 0.0));
+        }
+        for part in ["ln1", "ln2"] {
+            tensors.push(GgufTensor::filled(name(&format!("{part}.weight")), &[WIDTH], 1.0));
+            tensors.push(GgufTensor::filled(name(&format!("{part}.bias")), &[WIDTH], 0.0));
+        }
+        tensors.push(GgufTensor::random(name("ffn_up.weight"), &[WIDTH, FEED_FORWARD], 0.035));
+        tensors.push(GgufTensor::filled(name("ffn_up.bias"), &[FEED_FORWARD], 0.0));
+        tensors.push(GgufTensor::random(
+            name("ffn_down.weight"),
+            &[FEED_FORWARD, WIDTH],
+            0.035,
+        ));
+        tensors.push(GgufTensor::filled(name("ffn_down.bias"), &[WIDTH], 0.0));
+    }
+    tensors.extend([
+        GgufTensor::filled("v.post_ln.weight", &[WIDTH], 1.0),
+        GgufTensor::filled("v.post_ln.bias", &[WIDTH], 0.0),
+        GgufTensor::filled("mm.soft_emb_norm.weight", &[WIDTH], 1.0),
+        // Pooled tokens times this: [text width, vision width] in GGUF order.
+        GgufTensor::random("mm.input_projection.weight", &[text_width, WIDTH], 4.0),
+    ]);
+    write_gguf(path, &metadata, &tensors);
+}
+
+/// A PNG file of `width` x `height` RGB pixels, `pixel(x, y)` each.
+pub fn png(width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut rows = Vec::new();
+    for y in 0..height {
+        rows.push(0); // filter: none
+        (0..width).for_each(|x| rows.extend(pixel(x, y)));
+    }
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&rows).unwrap();
+    let mut header = Vec::new();
+    header.extend(width.to_be_bytes());
+    header.extend(height.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]); // 8 bits per channel, RGB, deflate, no filter, no interlace
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &header);
+    chunk(&mut out, b"IDAT", &zlib.finish().unwrap());
+    chunk(&mut out, b"IEND", &[]);
+    out
 }
 
 /// A small tmpfs, unmounted when dropped (the tests run as root, as CI does).

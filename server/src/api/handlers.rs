@@ -94,7 +94,7 @@ where
                     ..Default::default()
                 },
                 GenerationEvent::Done(done) => return Some((chunk(Part::default(), Some(&done)), None)),
-                GenerationEvent::Error(error) => return Some((json!({ "error": error }), None)),
+                GenerationEvent::Error(error) => return Some((json!({ "error": error.to_string() }), None)),
             };
             Some((chunk(part, None), Some(generation)))
         }
@@ -118,7 +118,7 @@ pub(super) async fn collect(mut generation: Box<Generation>) -> Result<Collected
             GenerationEvent::Thinking(piece) => part.thinking.push_str(&piece),
             GenerationEvent::ToolCalls(calls) => part.tool_calls.extend(calls),
             GenerationEvent::Done(done) => return Ok(Collected { part, done }),
-            GenerationEvent::Error(error) => return Err(HerdError::Internal(error)),
+            GenerationEvent::Error(error) => return Err(error),
         }
     }
     Err(HerdError::Internal("generation ended without a result".into()))
@@ -176,7 +176,7 @@ async fn reply_outcome(outcome: Result<Outcome, HerdError>, model: String, strea
                 None,
             ),
         ),
-        Ok(Outcome::Rendered(prompt)) => reply::json(200, &debug_info(&model, prompt)),
+        Ok(Outcome::Rendered { prompt, image_count }) => reply::json(200, &debug_info(&model, prompt, image_count)),
         Ok(Outcome::Streaming(generation)) if stream => {
             let timing = generation.timing();
             let chunks = stream_chunks(generation, move |part, done| {
@@ -277,12 +277,12 @@ pub async fn embeddings(state: Arc<AppState>, body: Bytes) -> Reply {
     }
 }
 
-fn debug_info(model: &str, prompt: String) -> Value {
+fn debug_info(model: &str, prompt: String, image_count: usize) -> Value {
     json!({
         "model": model,
         "created_at": now_rfc3339(),
         "done": true,
-        "_debug_info": { "rendered_template": prompt, "image_count": 0 },
+        "_debug_info": { "rendered_template": prompt, "image_count": image_count },
     })
 }
 

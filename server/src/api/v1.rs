@@ -173,7 +173,9 @@ fn events(
                     }
                     return Some((events, None));
                 }
-                GenerationEvent::Error(message) => return Some((vec![openai::error_body(500, &message)], None)),
+                GenerationEvent::Error(error) => {
+                    return Some((vec![openai::error_body(error.status(), &error.to_string())], None))
+                }
             };
             Some((
                 vec![chunk(json!([choice(part, None)]), None)],
@@ -325,7 +327,7 @@ fn encoded_events(generation: Box<Generation>, encoder: impl EventEncoder) -> im
             GenerationEvent::Thinking(text) => Some((encoder.thinking(text), Some((generation, encoder)))),
             GenerationEvent::ToolCalls(calls) => Some((encoder.tool_calls(&calls), Some((generation, encoder)))),
             GenerationEvent::Done(done) => Some((encoder.done(&done), None)),
-            GenerationEvent::Error(message) => Some((encoder.error(&message), None)),
+            GenerationEvent::Error(error) => Some((encoder.error(&error.to_string()), None)),
         }
     })
     .flat_map(futures_util::stream::iter)

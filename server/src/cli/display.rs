@@ -131,6 +131,29 @@ pub fn show_summary(info: &Value) -> String {
         model_rows.push(vec!["quantization".into(), quantization.into()]);
     }
     let mut sections = vec![("Model", model_rows)];
+    // As `ollama show`: a vision projector's own section.
+    let projector = &info["projector_info"];
+    if projector.is_object() {
+        let mut rows = vec![vec![
+            "architecture".to_string(),
+            projector["general.architecture"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ]];
+        if let Some(count) = projector["general.parameter_count"].as_u64() {
+            rows.push(vec!["parameters".into(), crate::gguf::human_number(count)]);
+        }
+        for (label, key) in [
+            ("embedding length", "clip.vision.embedding_length"),
+            ("dimensions", "clip.vision.projection_dim"),
+        ] {
+            if !projector[key].is_null() {
+                rows.push(vec![label.into(), projector[key].to_string()]);
+            }
+        }
+        sections.push(("Projector", rows));
+    }
     let capabilities: Vec<Vec<String>> = info["capabilities"]
         .as_array()
         .into_iter()
@@ -443,6 +466,29 @@ impl WordWrap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_projector_has_its_section_after_the_model() {
+        let info = serde_json::json!({
+            "model_info": {"general.architecture": "gemma3"},
+            "projector_info": {"general.architecture": "clip", "general.parameter_count": 146_176,
+                               "clip.vision.embedding_length": 64, "clip.vision.projection_dim": 640},
+            "capabilities": ["completion", "vision"],
+        });
+        let shown = show_summary(&info);
+        let projector = shown.find("  Projector\n").expect(&shown);
+        assert!(shown.find("  Model\n").unwrap() < projector && projector < shown.find("  Capabilities").unwrap());
+        for line in [
+            "architecture        clip",
+            "parameters          146K",
+            "embedding length    64",
+            "dimensions          640",
+            "    vision",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
+        assert!(!show_summary(&serde_json::json!({"model_info": {}})).contains("Projector"));
+    }
 
     #[test]
     fn sizes_follow_ollamas_human_bytes() {

@@ -531,8 +531,12 @@ async fn create(client: &Client, name: &str, file: &Path) -> anyhow::Result<()> 
                 let path = expand_path(&from, base_dir);
                 if path.is_file() {
                     let digest = upload_blob(client, &path).await?;
+                    // A second FROM file is a projector (Ollama's way to add one).
                     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
-                    request.insert("files".into(), json!({ file_name: digest }));
+                    let files = request.entry("files").or_insert_with(|| json!({}));
+                    if let Some(files) = files.as_object_mut() {
+                        files.insert(file_name.to_string(), json!(digest));
+                    }
                 } else {
                     request.insert("from".into(), json!(from));
                 }

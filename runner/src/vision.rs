@@ -1,0 +1,144 @@
+//! Images in prompts, through llama.cpp's mtmd: a vision projector turns each image into
+//! embeddings that the model reads at the image's place in the prompt, between the begin-
+//! and end-of-image tokens its family uses.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use herd_proto::PromptImage;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::mtmd::{
+    mtmd_default_marker, MtmdBitmap, MtmdContext, MtmdContextParams, MtmdInputChunks, MtmdInputText,
+};
+use llama_cpp_2::token::LlamaToken;
+
+/// Stands for a position holding image embeddings in a slot's record of its cache. It equals
+/// no token, so a cached prefix never reaches past an image into another prompt.
+pub const IMAGE_POSITION: LlamaToken = LlamaToken(-1);
+
+/// A loaded vision projector.
+pub struct Vision {
+    ctx: MtmdContext,
+}
+
+/// A stretch of a prompt: text tokens, or one image as mtmd's chunks.
+pub enum PromptPiece {
+    /// Tokens of text.
+    Text(Vec<LlamaToken>),
+    /// One image with the tokens that wrap it.
+    Image(MtmdInputChunks),
+}
+
+impl PromptPiece {
+    /// Cache positions the piece takes.
+    pub fn positions(&self) -> usize {
+        match self {
+            Self::Text(tokens) => tokens.len(),
+            Self::Image(chunks) => chunks.total_positions().max(0) as usize,
+        }
+    }
+}
+
+impl Vision {
+    /// Loads the projector at `path` for `model`; it must have a vision encoder.
+    pub fn load(path: &Path, model: &LlamaModel, threads: i32, use_gpu: bool) -> Result<Self, String> {
+        let params = MtmdContextParams {
+            use_gpu,
+            print_timings: false,
+            n_threads: threads,
+            ..MtmdContextParams::default()
+        };
+        let path = path.to_str().ok_or("the projector's path is not UTF-8")?;
+        let ctx = MtmdContext::init_from_file(path, model, &params).map_err(|e| {
+            format!("unable to load vision projector: {e} (not an mmproj GGUF, or not made for this model)")
+        })?;
+        if !ctx.support_vision() {
+            return Err("unable to load vision projector: it has no vision encoder".into());
+        }
+        Ok(Self { ctx })
+    }
+
+    /// Cuts `prompt` at its images: each text stretch tokenized as the model does (special
+    /// tokens parsed, BOS first), each image decoded and turned into mtmd's chunks. Errors
+    /// name the image that cannot be used.
+    pub fn pieces(&self, model: &LlamaModel, prompt: &str, images: &[PromptImage]) -> Result<Vec<PromptPiece>, String> {
+        let vocab = model.vocab();
+        let mut pieces = Vec::with_capacity(2 * images.len() + 1);
+        let text = |pieces: &mut Vec<PromptPiece>, start: usize, end: usize| -> Result<(), String> {
+            let stretch = prompt
+                .get(start..end)
+                .ok_or_else(|| format!("an image is placed at byte {end}, not a character boundary in order"))?;
+            let tokens = vocab.tokenize(stretch.as_bytes(), start == 0, true);
+            if !tokens.is_empty() {
+                pieces.push(PromptPiece::Text(tokens));
+            }
+            Ok(())
+        };
+        let mut start = 0;
+        for (i, image) in images.iter().enumerate() {
+            text(&mut pieces, start, image.offset)?;
+            start = image.offset;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(image.data.trim())
+                .map_err(|e| format!("invalid image input: images[{i}] is not base64: {e}"))?;
+            let bitmap = MtmdBitmap::from_buffer(&self.ctx, &bytes, false)
+                .map_err(|_| format!("invalid image input: images[{i}] could not be decoded"))?;
+            let marked = MtmdInputText {
+                text: mtmd_default_marker().to_string(),
+                add_special: false,
+                parse_special: true,
+            };
+            let chunks = self
+                .ctx
+                .tokenize(marked, &[&bitmap])
+                .map_err(|e| format!("invalid image input: images[{i}] could not be prepared: {e}"))?;
+            pieces.push(PromptPiece::Image(chunks));
+        }
+        text(&mut pieces, start, prompt.len())?;
+        Ok(pieces)
+    }
+
+    /// Evaluates `pieces` into sequence `seq` from position 0, `batch_size` tokens per decode
+    /// at most, and returns what the sequence then holds ([`IMAGE_POSITION`] where images
+    /// are). The last position's logits are left for sampling (index -1).
+    pub fn evaluate(
+        &mut self,
+        ctx: &mut LlamaContext,
+        seq: i32,
+        pieces: &[PromptPiece],
+        batch_size: usize,
+    ) -> Result<Vec<LlamaToken>, String> {
+        let total: usize = pieces.iter().map(PromptPiece::positions).sum();
+        let mut held = Vec::with_capacity(total);
+        let mut batch = LlamaBatch::new(batch_size, 1);
+        for piece in pieces {
+            match piece {
+                PromptPiece::Text(tokens) => {
+                    for part in tokens.chunks(batch_size) {
+                        batch.clear();
+                        for &token in part {
+                            let last = held.len() + 1 == total;
+                            batch
+                                .add(token, held.len() as i32, &[seq], last)
+                                .map_err(|e| format!("prompt batch: {e}"))?;
+                            held.push(token);
+                        }
+                        ctx.decode(&mut batch)
+                            .map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+                    }
+                }
+                PromptPiece::Image(chunks) => {
+                    let before = held.len();
+                    let last = before + piece.positions() == total;
+                    let after = chunks
+                        .eval_chunks(&mut self.ctx, ctx, before as i32, seq, batch_size as i32, last)
+                        .map_err(|e| format!("the image could not be evaluated: {e}"))?;
+                    held.resize(before.max(after.max(0) as usize), IMAGE_POSITION);
+                }
+            }
+        }
+        Ok(held)
+    }
+}

@@ -1,0 +1,310 @@
+//! Images on a model with a vision projector: a second `FROM` file in the Modelfile (an mmproj
+//! GGUF, architecture `clip`) becomes a projector layer, the runner loads it with llama.cpp's
+//! mtmd, and the images of generate, chat and the OpenAI layer are read at their place in the
+//! prompt. No small vision model is published on the package registries, so the projector is
+//! a synthetic one for the real model (see `write_vision_projector`): its answers mean
+//! nothing, but each image is decoded, encoded and evaluated for real.
+
+use base64::Engine as _;
+use herd_tests::{chat_body, generate_body, png, write_vision_projector, TestServer, MODEL, PROJECTOR_IMAGE_TOKENS};
+use serde_json::{json, Value};
+
+/// Gemma 3 270M's embedding width, which the projector's output must have.
+const GEMMA_WIDTH: u64 = 640;
+
+/// `<start_of_image>` and `<end_of_image>`, which mtmd puts around Gemma's image tokens.
+const IMAGE_WRAPPING_TOKENS: u64 = 2;
+
+const VISION_MODEL: &str = "gemma3-vision";
+
+fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn red() -> String {
+    base64_of(&png(32, 32, |_, _| [220, 30, 30]))
+}
+
+fn checkerboard() -> String {
+    base64_of(&png(64, 48, |x, y| {
+        if (x / 8 + y / 8) % 2 == 0 {
+            [0, 0, 0]
+        } else {
+            [255, 255, 255]
+        }
+    }))
+}
+
+/// A server with the real model, and the vision model made of it and the synthetic projector.
+fn vision_server() -> TestServer {
+    let s = TestServer::with_model();
+    let dir = tempfile::tempdir().unwrap();
+    write_vision_projector(&dir.path().join("mmproj.gguf"), GEMMA_WIDTH);
+    std::fs::write(
+        dir.path().join("Modelfile"),
+        format!("FROM {MODEL}\nFROM ./mmproj.gguf\n"),
+    )
+    .unwrap();
+    let out = s.cli(&[
+        "create",
+        VISION_MODEL,
+        "-f",
+        dir.path().join("Modelfile").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    s
+}
+
+fn generate(s: &TestServer, images: &[String]) -> Value {
+    let body = generate_body(
+        "Describe the picture.",
+        json!({"model": VISION_MODEL, "stream": false, "images": images,
+               "options": {"temperature": 0, "num_predict": 12}}),
+    );
+    let (status, body) = s.post("/api/generate", &body);
+    assert_eq!(status, 200, "{body}\n{}", s.log());
+    body
+}
+
+#[test]
+fn a_projector_is_stored_as_its_layer_and_reported_as_vision() {
+    let s = vision_server();
+    let manifest = std::fs::read_to_string(
+        s.models_dir
+            .path()
+            .join(format!("manifests/registry.ollama.ai/library/{VISION_MODEL}/latest")),
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let kinds: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"application/vnd.ollama.image.projector"), "{kinds:?}");
+    assert!(kinds.contains(&"application/vnd.ollama.image.model"), "{kinds:?}");
+    assert!(kinds.contains(&"application/vnd.ollama.image.template"), "{kinds:?}");
+
+    let (_, show) = s.post("/api/show", &json!({"model": VISION_MODEL}));
+    let capabilities = show["capabilities"].as_array().unwrap();
+    assert!(capabilities.contains(&json!("vision")), "{show}");
+    assert_eq!(show["projector_info"]["general.architecture"], "clip", "{show}");
+    assert_eq!(show["projector_info"]["clip.projector_type"], "gemma3", "{show}");
+    assert_eq!(
+        show["modelfile"].as_str().unwrap().matches("\nFROM /").count(),
+        2,
+        "{show}"
+    );
+    let (_, show) = s.post("/api/show", &json!({"model": MODEL}));
+    assert!(
+        !show["capabilities"].as_array().unwrap().contains(&json!("vision")),
+        "{show}"
+    );
+    assert!(show.get("projector_info").is_none(), "{show}");
+}
+
+#[test]
+fn images_are_read_in_place_on_generate_chat_and_openai() {
+    let s = vision_server();
+    // Each image takes its tokens in the prompt, and what the model sees changes its answer
+    // (greedy decoding: the same image answers the same).
+    let text_only = generate(&s, &[]);
+    let with_red = generate(&s, &[red()]);
+    let with_board = generate(&s, &[checkerboard()]);
+    let prompt_tokens = |body: &Value| body["prompt_eval_count"].as_u64().unwrap();
+    assert_eq!(
+        prompt_tokens(&with_red),
+        prompt_tokens(&text_only) + PROJECTOR_IMAGE_TOKENS + IMAGE_WRAPPING_TOKENS,
+        "{with_red}\n{text_only}"
+    );
+    assert_eq!(prompt_tokens(&with_board), prompt_tokens(&with_red));
+    assert_ne!(
+        with_red["response"], with_board["response"],
+        "the image changed nothing"
+    );
+    assert_ne!(with_red["response"], text_only["response"]);
+    assert_eq!(generate(&s, &[red()])["response"], with_red["response"]);
+    let two = generate(&s, &[red(), checkerboard()]);
+    assert_eq!(
+        prompt_tokens(&two),
+        prompt_tokens(&text_only) + 2 * (PROJECTOR_IMAGE_TOKENS + IMAGE_WRAPPING_TOKENS)
+    );
+    // `context` holds text tokens only, and a text request on the same runner is unaffected.
+    assert!(with_red["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t.as_i64().unwrap() >= 0));
+    assert_eq!(generate(&s, &[])["response"], text_only["response"]);
+
+    // Chat: the image goes before the text of its message, or where the text says [img].
+    let chat = |content: &str, images: &[String]| {
+        let body = chat_body(
+            content,
+            json!({"model": VISION_MODEL, "stream": false, "options": {"temperature": 0, "num_predict": 12}}),
+        );
+        let mut body = body;
+        body["messages"][0]["images"] = json!(images);
+        let (status, body) = s.post("/api/chat", &body);
+        assert_eq!(status, 200, "{body}\n{}", s.log());
+        body
+    };
+    let plain = chat("What is in it?", &[]);
+    let seen = chat("What is in it?", &[checkerboard()]);
+    assert_eq!(
+        prompt_tokens(&seen),
+        prompt_tokens(&plain) + PROJECTOR_IMAGE_TOKENS + IMAGE_WRAPPING_TOKENS
+    );
+    assert_ne!(seen["message"]["content"], plain["message"]["content"]);
+    let (status, debug) = s.post(
+        "/api/chat",
+        &json!({"model": VISION_MODEL, "_debug_render_only": true, "messages": [
+            {"role": "user", "content": "Left [img] right", "images": [red(), checkerboard()]}]}),
+    );
+    assert_eq!(status, 200, "{debug}");
+    assert_eq!(debug["_debug_info"]["image_count"], 2, "{debug}");
+    let rendered = debug["_debug_info"]["rendered_template"].as_str().unwrap();
+    assert!(rendered.contains("[img-1]Left [img-0] right"), "{rendered}");
+
+    // Streamed, through the OpenAI layer, with a data URI.
+    let (status, chunks) = s.post_stream(
+        "/api/generate",
+        &json!({"model": VISION_MODEL, "prompt": "Describe the picture.", "images": [red()],
+                "options": {"temperature": 0, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200);
+    let streamed: String = chunks.iter().filter_map(|c| c["response"].as_str()).collect();
+    assert_eq!(streamed, with_red["response"].as_str().unwrap());
+    let (status, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": VISION_MODEL, "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in it?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", checkerboard())}}]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, plain) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": VISION_MODEL, "temperature": 0, "max_tokens": 8,
+                "messages": [{"role": "user", "content": "What is in it?"}]}),
+    );
+    assert_eq!(
+        body["usage"]["prompt_tokens"].as_u64().unwrap(),
+        plain["usage"]["prompt_tokens"].as_u64().unwrap() + PROJECTOR_IMAGE_TOKENS + IMAGE_WRAPPING_TOKENS,
+        "{body}\n{plain}"
+    );
+}
+
+#[test]
+fn images_that_cannot_be_used_are_refused_and_the_runner_goes_on() {
+    let s = vision_server();
+    let good = red();
+    // A PNG signature with nothing after it passes the server's check; the runner cannot
+    // decode it, and says so as a 400 naming the image.
+    let truncated = base64_of(&png(8, 8, |_, _| [1, 2, 3])[..40]);
+    for images in [vec![truncated.clone()], vec![good.clone(), truncated.clone()]] {
+        let (status, body) = s.post(
+            "/api/generate",
+            &generate_body("hi", json!({"model": VISION_MODEL, "stream": false, "images": images})),
+        );
+        assert_eq!(status, 400, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("invalid image input") && error.contains("could not be decoded"),
+            "{body}"
+        );
+    }
+    let (status, lines) = s.post_stream(
+        "/api/chat",
+        &json!({"model": VISION_MODEL, "messages": [{"role": "user", "content": "hi", "images": [truncated]}]}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        lines.last().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be decoded"),
+        "{lines:?}"
+    );
+    for (images, want) in [
+        (json!(["@@"]), "images[0] is not base64"),
+        (
+            json!([base64_of(b"plain text")]),
+            "images[0] is not a PNG, JPEG, GIF or BMP image",
+        ),
+        (json!([base64_of(b"RIFF\0\0\0\0WEBPVP8 ")]), "WebP"),
+    ] {
+        let (status, body) = s.post(
+            "/api/generate",
+            &generate_body("hi", json!({"model": VISION_MODEL, "images": images})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(want), "{body}");
+    }
+    // More image tokens than the context leaves room for.
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body(
+            "hi",
+            json!({"model": VISION_MODEL, "stream": false, "images": vec![good.clone(); 8],
+                   "options": {"num_ctx": 64, "num_predict": 8}}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than the 56 a context of 64 leaves"),
+        "{body}"
+    );
+    // The same runner still answers.
+    let body = generate(&s, &[good]);
+    assert!(body["eval_count"].as_u64().unwrap() > 0, "{body}");
+
+    // A projector made for another model fails the load with a clear error.
+    let dir = tempfile::tempdir().unwrap();
+    write_vision_projector(&dir.path().join("wrong.gguf"), 512);
+    std::fs::write(
+        dir.path().join("Modelfile"),
+        format!("FROM {MODEL}\nFROM ./wrong.gguf\n"),
+    )
+    .unwrap();
+    let out = s.cli(&[
+        "create",
+        "gemma3-wrong",
+        "-f",
+        dir.path().join("Modelfile").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body("hi", json!({"model": "gemma3-wrong", "stream": false})),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unable to load vision projector"),
+        "{body}"
+    );
+    // A projector without a model is refused at create time.
+    std::fs::write(dir.path().join("Modelfile"), "FROM ./wrong.gguf\n").unwrap();
+    let out = s.cli(&[
+        "create",
+        "only-projector",
+        "-f",
+        dir.path().join("Modelfile").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a projector needs a model"),
+        "{out:?}"
+    );
+}
