@@ -231,6 +231,8 @@ struct Active {
     return_tokens: bool,
     cached_count: u32,
     truncated: u32,
+    /// KV cells the prompt's images fill beyond their positions (M-RoPE models).
+    extra_cells: usize,
     /// How long the request waited for this slot.
     queued: Duration,
     prefill_started: Instant,
@@ -526,6 +528,7 @@ impl<'m> Engine<'m> {
                 return_tokens: request.return_tokens,
                 cached_count: reused as u32,
                 truncated,
+                extra_cells: 0,
                 prompt,
                 queued: arrived.elapsed(),
                 prefill_started: Instant::now(),
@@ -564,6 +567,7 @@ impl<'m> Engine<'m> {
                 return self.send(RunnerMessage::Failed { id, error });
             }
         };
+        let extra_cells = pieces.iter().map(|p| p.cells() - p.positions().min(p.cells())).sum();
         slot.cached = held.clone();
         let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
         sampler.accept_many(held.iter().filter(|&&t| t != IMAGE_POSITION));
@@ -579,6 +583,7 @@ impl<'m> Engine<'m> {
             return_tokens: request.return_tokens,
             cached_count: 0,
             truncated: 0,
+            extra_cells,
             prompt: held,
             queued: prefill_started - arrived,
             prefill_started,
@@ -594,12 +599,12 @@ impl<'m> Engine<'m> {
             .vision
             .as_ref()
             .ok_or("this model has no vision projector, so it cannot read images")?;
-        let pieces = vision.pieces(self.model, &request.prompt, &request.images)?;
-        let positions: usize = pieces.iter().map(PromptPiece::positions).sum();
+        let pieces = vision.pieces(self.model, &request.prompt, &request.images, self.batch_size)?;
+        let cells: usize = pieces.iter().map(PromptPiece::cells).sum();
         let limit = CompletionRequest::prompt_budget(self.context_length as usize, request.num_predict);
-        if positions > limit {
+        if cells > limit {
             return Err(format!(
-                "the prompt and its images take {positions} tokens, more than the {limit} a context of {} \
+                "the prompt and its images take {cells} tokens, more than the {limit} a context of {} \
                  leaves for them",
                 self.context_length
             ));
@@ -808,7 +813,7 @@ impl<'m> Engine<'m> {
         let slot = &mut self.slots[index];
         let Some(active) = slot.active.as_mut() else { return };
         let predicted_enough = active.num_predict >= 0 && active.generated.len() >= active.num_predict as usize;
-        let context_full = slot.cached.len() + 1 >= self.context_length as usize;
+        let context_full = slot.cached.len() + active.extra_cells + 1 >= self.context_length as usize;
         if predicted_enough || context_full {
             return self.finish(index, DoneReason::Length);
         }

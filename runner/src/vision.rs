@@ -10,7 +10,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::mtmd::{
-    mtmd_default_marker, MtmdBitmap, MtmdContext, MtmdContextParams, MtmdInputChunks, MtmdInputText,
+    mtmd_default_marker, MtmdBitmap, MtmdContext, MtmdContextParams, MtmdInputChunkType, MtmdInputChunks, MtmdInputText,
 };
 use llama_cpp_2::token::LlamaToken;
 
@@ -32,11 +32,20 @@ pub enum PromptPiece {
 }
 
 impl PromptPiece {
-    /// Cache positions the piece takes.
+    /// Positions the piece advances the sequence by.
     pub fn positions(&self) -> usize {
         match self {
             Self::Text(tokens) => tokens.len(),
             Self::Image(chunks) => chunks.total_positions().max(0) as usize,
+        }
+    }
+
+    /// KV-cache cells the piece fills: more than its positions where the model numbers an
+    /// image's tokens in two dimensions (M-RoPE, as Qwen-VL does).
+    pub fn cells(&self) -> usize {
+        match self {
+            Self::Text(tokens) => tokens.len(),
+            Self::Image(chunks) => chunks.total_tokens(),
         }
     }
 }
@@ -61,16 +70,24 @@ impl Vision {
     }
 
     /// Cuts `prompt` at its images: each text stretch tokenized as the model does (special
-    /// tokens parsed, BOS first), each image decoded and turned into mtmd's chunks. Errors
-    /// name the image that cannot be used.
-    pub fn pieces(&self, model: &LlamaModel, prompt: &str, images: &[PromptImage]) -> Result<Vec<PromptPiece>, String> {
+    /// tokens parsed, BOS once, first), each image decoded and turned into mtmd's chunks.
+    /// Errors name the image that cannot be used. Text must follow the last image: an image
+    /// leaves no logits to sample the answer from. An image the model attends to all at
+    /// once (Gemma 3's) must fit one decode of `batch_size` tokens.
+    pub fn pieces(
+        &self,
+        model: &LlamaModel,
+        prompt: &str,
+        images: &[PromptImage],
+        batch_size: usize,
+    ) -> Result<Vec<PromptPiece>, String> {
         let vocab = model.vocab();
         let mut pieces = Vec::with_capacity(2 * images.len() + 1);
         let text = |pieces: &mut Vec<PromptPiece>, start: usize, end: usize| -> Result<(), String> {
             let stretch = prompt
                 .get(start..end)
                 .ok_or_else(|| format!("an image is placed at byte {end}, not a character boundary in order"))?;
-            let tokens = vocab.tokenize(stretch.as_bytes(), start == 0, true);
+            let tokens = vocab.tokenize(stretch.as_bytes(), pieces.is_empty(), true);
             if !tokens.is_empty() {
                 pieces.push(PromptPiece::Text(tokens));
             }
@@ -94,9 +111,24 @@ impl Vision {
                 .ctx
                 .tokenize(marked, &[&bitmap])
                 .map_err(|e| format!("invalid image input: images[{i}] could not be prepared: {e}"))?;
+            let image_tokens = (0..chunks.len())
+                .filter_map(|c| chunks.get(c))
+                .filter(|chunk| chunk.chunk_type() == MtmdInputChunkType::Image)
+                .map(|chunk| chunk.n_tokens())
+                .max()
+                .unwrap_or(0);
+            if self.ctx.decode_use_non_causal() && image_tokens > batch_size {
+                return Err(format!(
+                    "images[{i}] takes {image_tokens} tokens, more than num_batch ({batch_size}); this model \
+                     reads an image in one batch, so raise num_batch"
+                ));
+            }
             pieces.push(PromptPiece::Image(chunks));
         }
         text(&mut pieces, start, prompt.len())?;
+        if matches!(pieces.last(), Some(PromptPiece::Image(_))) {
+            return Err("the prompt ends with an image: text must follow it for the model to answer".into());
+        }
         Ok(pieces)
     }
 

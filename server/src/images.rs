@@ -72,6 +72,29 @@ impl ImageMarkers {
         self.images.len()
     }
 
+    /// How many images `rendered` holds.
+    pub fn count_in(&self, rendered: &str) -> usize {
+        self.cut(rendered).1.len()
+    }
+
+    /// A raw prompt with a marker for each of `images`, as Ollama's raw mode places them:
+    /// where the prompt says `[img-N]` for image N, the rest first.
+    pub fn place_raw(&mut self, prompt: &str, images: &[String]) -> String {
+        let mut prompt = prompt.to_string();
+        let mut before = String::new();
+        for (n, image) in images.iter().enumerate() {
+            let marker = format!("{}{}>", self.opening, self.images.len());
+            let tag = format!("[img-{n}]");
+            if prompt.contains(&tag) {
+                prompt = prompt.replacen(&tag, &marker, 1);
+            } else {
+                before.push_str(&marker);
+            }
+            self.images.push(image.clone());
+        }
+        before + &prompt
+    }
+
     /// `content` with a marker for each of `images`, as Ollama places them: at each `[img]`
     /// the content has, the rest before its text.
     pub fn place(&mut self, content: &str, images: &[String]) -> String {
@@ -173,6 +196,18 @@ mod tests {
         assert_eq!(markers.display(&content), "[img-1]Left [img-0] right");
         let (_, placed) = markers.extract(&content);
         assert_eq!(placed.iter().map(|p| p.data.as_str()).collect::<Vec<_>>(), ["B", "A"]);
+    }
+
+    #[test]
+    fn raw_prompts_place_images_at_their_numbered_tags() {
+        let mut markers = ImageMarkers::default();
+        let prompt = markers.place_raw("see [img-1] then [img-0].", &["A".into(), "B".into(), "C".into()]);
+        assert_eq!(markers.display(&prompt), "[img-2]see [img-1] then [img-0].");
+        let (text, placed) = markers.extract(&prompt);
+        assert_eq!(text, "see  then .");
+        let at: Vec<(usize, &str)> = placed.iter().map(|p| (p.offset, p.data.as_str())).collect();
+        assert_eq!(at, [(0, "C"), (4, "B"), (10, "A")]);
+        assert_eq!(markers.count_in(&prompt), 3);
     }
 
     #[test]

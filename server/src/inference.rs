@@ -33,6 +33,10 @@ use crate::tools::{closing_tag, parse_tools, ToolCall, ToolCallParser, ToolChoic
 /// Ollama's template for models that have none: the prompt as is.
 const PLAIN_TEMPLATE: &str = "{{ .Prompt }}";
 
+/// Prompt tokens an image is counted as when a chat is cut to fit the context, as Ollama
+/// counts them (the runner checks the real number).
+const IMAGE_TOKEN_ESTIMATE: usize = 768;
+
 /// What a generate or chat request turned into.
 pub enum Outcome {
     /// An empty prompt: the model is loaded now.
@@ -484,7 +488,11 @@ impl Inference {
         }
         prepared.check_vision(!images.is_empty())?;
         let mut markers = ImageMarkers::default();
-        let user_prompt = markers.place(&request.prompt, images);
+        let user_prompt = if request.raw {
+            markers.place_raw(&request.prompt, images)
+        } else {
+            markers.place(&request.prompt, images)
+        };
         let think = resolve_think(
             request.think.as_ref(),
             &prepared.template,
@@ -562,7 +570,7 @@ impl Inference {
             images,
             ..completion_request(&prepared.options)
         };
-        self.start(request, serving, 0, thinking, None)
+        self.start(request, serving, 0, thinking, None).await
     }
 
     /// `/api/delete`: removes the model's manifest and the blobs nothing else uses; when its
@@ -714,7 +722,7 @@ impl Inference {
         }
         let (lease, load_duration) = self.scheduler.acquire(&prepared.load).await?;
         let budget = CompletionRequest::prompt_budget(prepared.options.num_ctx as usize, prepared.options.num_predict);
-        let (prompt, dropped) = fit_messages(lease.client(), messages, budget, render).await?;
+        let (prompt, dropped) = fit_messages(lease.client(), messages, &markers, budget, render).await?;
         let (prompt, images) = markers.extract(&prompt);
         let grammar = compile(&lease, format).await?;
         let serving = Serving {
@@ -730,10 +738,13 @@ impl Inference {
             images,
             ..completion_request(&prepared.options)
         };
-        self.start(request, serving, dropped, thinking, tool_calls)
+        self.start(request, serving, dropped, thinking, tool_calls).await
     }
 
-    fn start(
+    /// Sends the completion to the runner. With images, the first event is awaited before
+    /// any reply: an image the runner cannot use is a 400 even for a streamed request, as
+    /// Ollama answers an error met before its first chunk.
+    async fn start(
         &self,
         request: CompletionRequest,
         serving: Serving,
@@ -747,8 +758,9 @@ impl Inference {
             started,
             load_duration,
         } = serving;
+        let has_images = !request.images.is_empty();
         let completion = lease.client().complete(request)?;
-        Ok(Outcome::Streaming(Box::new(Generation {
+        let mut generation = Box::new(Generation {
             completion,
             _lease: lease,
             _admission: admission,
@@ -759,7 +771,15 @@ impl Inference {
             thinking,
             tool_calls,
             pending: VecDeque::new(),
-        })))
+        });
+        if has_images {
+            match generation.next().await {
+                Some(GenerationEvent::Error(error @ HerdError::BadRequest(_))) => return Err(error),
+                Some(event) => generation.pending.push_front(event),
+                None => {}
+            }
+        }
+        Ok(Outcome::Streaming(generation))
     }
 }
 
@@ -864,11 +884,15 @@ fn resolve_think(
 async fn fit_messages(
     client: &Arc<RunnerClient>,
     messages: Vec<Message>,
+    markers: &ImageMarkers,
     budget: usize,
     render: impl Fn(Vec<Message>) -> Result<String, HerdError>,
 ) -> Result<(String, u32), HerdError> {
-    let full = render(messages.clone())?;
-    let full_tokens = client.tokenize(&full).await?.len();
+    let measure = |text: String| async move {
+        let tokens = client.tokenize(&text).await?.len() + markers.count_in(&text) * IMAGE_TOKEN_ESTIMATE;
+        Ok::<_, HerdError>((text, tokens))
+    };
+    let (full, full_tokens) = measure(render(messages.clone())?).await?;
     if full_tokens <= budget || messages.len() < 2 {
         return Ok((full, 0));
     }
@@ -885,8 +909,7 @@ async fn fit_messages(
     let mut keep_from = last;
     let mut best = None;
     for start in (0..last).rev() {
-        let text = render(keeping(start))?;
-        let tokens = client.tokenize(&text).await?.len();
+        let (text, tokens) = measure(render(keeping(start))?).await?;
         if tokens > budget {
             break;
         }
@@ -895,11 +918,7 @@ async fn fit_messages(
     }
     let (prompt, tokens) = match best {
         Some(found) => found,
-        None => {
-            let text = render(keeping(last))?;
-            let tokens = client.tokenize(&text).await?.len();
-            (text, tokens)
-        }
+        None => measure(render(keeping(last))?).await?,
     };
     let dropped = full_tokens.saturating_sub(tokens) as u32;
     tracing::warn!(

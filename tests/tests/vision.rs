@@ -219,17 +219,68 @@ fn images_that_cannot_be_used_are_refused_and_the_runner_goes_on() {
             "{body}"
         );
     }
+    // Streamed too: the error comes before the first chunk, so it is the reply's status.
     let (status, lines) = s.post_stream(
         "/api/chat",
         &json!({"model": VISION_MODEL, "messages": [{"role": "user", "content": "hi", "images": [truncated]}]}),
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 400, "{lines:?}");
     assert!(
-        lines.last().unwrap()["error"]
+        lines[0]["error"].as_str().unwrap().contains("could not be decoded"),
+        "{lines:?}"
+    );
+    let (status, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": VISION_MODEL, "stream": true, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{truncated}")}}]}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("could not be decoded"),
-        "{lines:?}"
+        "{body}"
+    );
+    // A raw prompt takes each image at its [img-N] (the rest first), and must not end with one.
+    let (status, body) = s.post(
+        "/api/generate",
+        &json!({"model": VISION_MODEL, "raw": true, "stream": false, "prompt": "Look: [img-0]",
+                "images": [good.clone()], "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("ends with an image"), "{body}");
+    let raw = |prompt: &str| {
+        let (status, body) = s.post(
+            "/api/generate",
+            &json!({"model": VISION_MODEL, "raw": true, "stream": false, "prompt": prompt,
+                    "images": [good.clone()], "options": {"num_predict": 4, "temperature": 0}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["prompt_eval_count"].as_u64().unwrap()
+    };
+    // One BOS, before the image: the same count wherever the image goes.
+    assert_eq!(raw("[img-0]Look at it."), raw("Look at it."));
+    assert_eq!(
+        raw("Look [img-0] at it."),
+        raw("Look at it.") + 1,
+        "the split adds at most one text token"
+    );
+    // An image Gemma 3 reads in one batch must fit num_batch.
+    let (status, body) = s.post(
+        "/api/generate",
+        &generate_body(
+            "hi",
+            json!({"model": VISION_MODEL, "stream": false, "images": [good.clone()], "options": {"num_batch": 2}}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("takes 4 tokens, more than num_batch (2)"),
+        "{body}"
     );
     for (images, want) in [
         (json!(["@@"]), "images[0] is not base64"),

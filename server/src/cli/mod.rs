@@ -535,7 +535,13 @@ async fn create(client: &Client, name: &str, file: &Path) -> anyhow::Result<()> 
                     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
                     let files = request.entry("files").or_insert_with(|| json!({}));
                     if let Some(files) = files.as_object_mut() {
-                        files.insert(file_name.to_string(), json!(digest));
+                        // Two files of one name (from two folders) stay two entries.
+                        let key = if files.contains_key(file_name) {
+                            format!("{}-{file_name}", files.len())
+                        } else {
+                            file_name.to_string()
+                        };
+                        files.insert(key, json!(digest));
                     }
                 } else {
                     request.insert("from".into(), json!(from));
