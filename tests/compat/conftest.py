@@ -123,3 +123,42 @@ def herd_server():
     except subprocess.TimeoutExpired:
         proc.kill()
     models.cleanup()
+
+
+VISION_MODEL = "gemma3-vision:270m"
+# Gemma 3 270M's embedding width, which the projector's output must have.
+GEMMA_WIDTH = 640
+
+
+def png(width: int, height: int, pixel) -> bytes:
+    """An RGB PNG whose pixel (x, y) is `pixel(x, y)`, written with the standard library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def vision_model(herd_with_model):
+    """VISION_MODEL: the real model with the integration tests' synthetic vision projector
+    (no small vision model is published on the package registries), created through the
+    official client from two uploaded files."""
+    import ollama
+
+    projector = pathlib.Path(tempfile.mkdtemp()) / "mmproj.gguf"
+    writer = _bin_dir() / "write-vision-projector"
+    assert writer.is_file(), f"{writer} is missing: cargo test --release --workspace builds it"
+    subprocess.run([str(writer), str(projector), str(GEMMA_WIDTH)], check=True)
+    client = ollama.Client(host=herd_with_model)
+    files = {"gemma-3-270m-q4_k_m.gguf": client.create_blob(model_path()), "mmproj.gguf": client.create_blob(projector)}
+    projector.unlink()
+    template, parameters = modelfile_parts()
+    progress = list(client.create(model=VISION_MODEL, files=files, template=template, parameters=parameters,
+                                  stream=True))
+    assert progress[-1].status == "success"
+    return VISION_MODEL
