@@ -275,11 +275,22 @@ async fn fetch_parts(
     };
     let _save = SaveOnDrop(&shared, stop);
     futures_util::future::try_join_all((0..PARALLEL_CHUNKS).map(|_| fetch_chunks(&shared))).await?;
-    hashing
+    // Every byte is written: flush them while the hash catches up with the last chunks, so
+    // that the two tails overlap and the store's own flush finds nothing left to write.
+    let flushing = {
+        let file = shared.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+    };
+    let actual = hashing
         .await
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot read the downloaded blob", e)))?
-        .ok_or_else(|| RegistryError::Interrupted("the download stopped".into()))
+        .ok_or_else(|| RegistryError::Interrupted("the download stopped".into()))?;
+    flushing
+        .await
+        .map_err(|e| RegistryError::Interrupted(e.to_string()))?
+        .map_err(|e| RegistryError::Store(StoreError::from_io("cannot flush the downloaded blob", e)))?;
+    Ok(actual)
 }
 
 /// Hashes the partial file from its start while the parts arrive, following the bytes that
