@@ -30,17 +30,23 @@ LONG_TEXT = ("The history of astronomy spans thousands of years, from ancient ob
 
 
 NOTES = """
-Why the pull misses 0.9x of plain curl here: herd must hash every byte (sha256 runs at about
-1.06 GB/s on one core of this VM, with SHA extensions: 0.24 s for the weights, as long as
-curl's whole fetch) and flush it before the blob enters the store, on two cores that the
-registry shares. Against the same work done by standard tools herd is faster (the last ratio).
+Why the pull can miss 0.9x of plain curl here: herd must hash every byte (sha256, with SHA
+extensions, runs at about 1.06 GB/s on one core of the Intel VM of 2026-12-03, 0.24 s for the
+weights, as long as curl's whole fetch there; 1.84 GB/s on the AMD EPYC VM of 2026-12-04) and
+flush it before the blob enters the store, on two cores that the registry shares. Against the
+same work done by standard tools herd is faster (the last ratio). Runs of the pull alone on the
+AMD VM ranged from 0.48x to 1.04x of curl within minutes: the disk's flush time drifts most.
+2026-12-04: the weights are flushed while the hash catches up with the last chunks, instead of
+after it.
 2026-12-03: the template, parameters and config are fetched beside the weights instead of
 after them (0.1 s less); the weights come in ordered chunks of size/64 (4-64 MiB) rather than
 16 parts of which 8 ran in lockstep, so the hash trails the last byte by one chunk instead of
 up to half the blob; writeback starts as each MiB lands (`sync_file_range`). Earlier, flushing
 with `sync_data` every 32 MiB from the hashing thread measured no better and was not kept.
 
-What moved these figures (this machine, the same llama.cpp sources in both). 2026-12-02: a
+What moved these figures (the same llama.cpp sources in both). The machine changes between
+tasks (an Intel Xeon VM with AMX on 2026-12-03, an AMD EPYC VM, about twice as fast, on
+2026-12-04): only ratios taken in one run compare. 2026-12-02: a
 repeated long prompt is served from the slot that holds it (a prefix in a busy slot is
 copied to a free one); while slots generate, new prompts are read 128 tokens per step so
 that they do not stall the streams. Two full runs that day gave 1.07x and 0.92x aggregate at
