@@ -202,7 +202,10 @@ fn every_attack_is_refused_and_nothing_beside_the_store_changes() {
 
     // Oversized bodies.
     let huge = vec![b' '; 2 << 20];
-    let answer = send(http.post(url("/api/pull")).body(huge));
+    let answer = http.post(url("/api/pull")).body(huge).send().expect("request");
+    // The rest of the body goes unread: the connection must not be reused after the answer.
+    assert_eq!(answer.headers()["connection"], "close", "{:?}", answer.headers());
+    let answer = (answer.status().as_u16(), answer.json().unwrap_or(Value::Null));
     assert_refused("oversized pull body", answer, 413, "request body larger than", &private);
 
     // DNS rebinding: a web page's name resolving to 127.0.0.1.

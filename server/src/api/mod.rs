@@ -437,7 +437,9 @@ async fn read_capped(
     Ok(collected.freeze())
 }
 
-/// Turns warp's rejections into Ollama-style `{"error": ...}` answers.
+/// Turns warp's rejections into Ollama-style `{"error": ...}` answers. A rejected request's
+/// body may be unread (an oversized one is cut off), so the connection closes after the
+/// answer, and says so: a client that reused it would see its next request fail.
 async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     // A refusal or a bad body first: such a request also fails the routes it did not reach.
     let (status, message) = if let Some(Refused(refusal)) = rejection.find::<Refused>() {
@@ -460,7 +462,12 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
     } else {
         (StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
-    Ok(reply::error(status.as_u16(), &message))
+    let mut response = reply::error(status.as_u16(), &message);
+    response.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    Ok(response)
 }
 
 #[cfg(test)]
