@@ -2,10 +2,12 @@
 //! embeddings that the model reads at the image's place in the prompt, between the begin-
 //! and end-of-image tokens its family uses.
 
+use std::io::Cursor;
 use std::path::Path;
 
 use base64::Engine as _;
 use herd_proto::PromptImage;
+use image_webp::WebPDecoder;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -17,6 +19,10 @@ use llama_cpp_2::token::LlamaToken;
 /// Stands for a position holding image embeddings in a slot's record of its cache. It equals
 /// no token, so a cached prefix never reaches past an image into another prompt.
 pub const IMAGE_POSITION: LlamaToken = LlamaToken(-1);
+
+/// The largest WebP decoded, in pixels (192 MiB of RGB): WebP allows 16383 x 16383, which
+/// would take a gigabyte before the projector shrinks it to a few hundred tokens.
+const MAX_WEBP_PIXELS: u64 = 1 << 26;
 
 /// A loaded vision projector.
 pub struct Vision {
@@ -69,6 +75,32 @@ impl Vision {
         Ok(Self { ctx })
     }
 
+    /// An image file as mtmd's bitmap: WebP decoded here, since llama.cpp's decoder (stb_image)
+    /// does not read it (an animated one gives its first frame, alpha is dropped as stb drops
+    /// it), every other format by mtmd. The error is a suffix for the caller's message.
+    fn bitmap(&self, bytes: &[u8]) -> Result<MtmdBitmap, String> {
+        if !(bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP") {
+            return MtmdBitmap::from_buffer(&self.ctx, bytes, false).map_err(|_| String::new());
+        }
+        let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(|e| format!(": {e}"))?;
+        let (width, height) = decoder.dimensions();
+        if u64::from(width) * u64::from(height) > MAX_WEBP_PIXELS {
+            return Err(format!(
+                ": it is {width} x {height} pixels, more than the {MAX_WEBP_PIXELS} herd decodes"
+            ));
+        }
+        let size = decoder.output_buffer_size().ok_or(": it is too large")?;
+        let mut pixels = vec![0u8; size];
+        decoder.read_image(&mut pixels).map_err(|e| format!(": {e}"))?;
+        if decoder.has_alpha() {
+            pixels = pixels
+                .chunks_exact(4)
+                .flat_map(|rgba| [rgba[0], rgba[1], rgba[2]])
+                .collect();
+        }
+        MtmdBitmap::from_image_data(width, height, &pixels).map_err(|e| format!(": {e}"))
+    }
+
     /// Cuts `prompt` at its images: each text stretch tokenized as the model does (special
     /// tokens parsed, BOS once, first), each image decoded and turned into mtmd's chunks.
     /// Errors name the image that cannot be used. Text must follow the last image: an image
@@ -100,8 +132,9 @@ impl Vision {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(image.data.trim())
                 .map_err(|e| format!("invalid image input: images[{i}] is not base64: {e}"))?;
-            let bitmap = MtmdBitmap::from_buffer(&self.ctx, &bytes, false)
-                .map_err(|_| format!("invalid image input: images[{i}] could not be decoded"))?;
+            let bitmap = self
+                .bitmap(&bytes)
+                .map_err(|why| format!("invalid image input: images[{i}] could not be decoded{why}"))?;
             let marked = MtmdInputText {
                 text: mtmd_default_marker().to_string(),
                 add_special: false,

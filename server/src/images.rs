@@ -15,38 +15,20 @@ pub fn check_images(images: &[String]) -> Result<(), HerdError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(image.trim())
             .map_err(|e| HerdError::bad_request(format!("invalid image input: images[{i}] is not base64: {e}")))?;
-        match image_format(&bytes) {
-            Some("WebP") => {
-                return Err(HerdError::bad_request(format!(
-                    "invalid image input: images[{i}] is WebP, which herd does not decode yet; send PNG or JPEG"
-                )))
-            }
-            Some(_) => {}
-            None => {
-                return Err(HerdError::bad_request(format!(
-                    "invalid image input: images[{i}] is not a PNG, JPEG, GIF or BMP image"
-                )))
-            }
+        if !is_image_file(&bytes) {
+            return Err(HerdError::bad_request(format!(
+                "invalid image input: images[{i}] is not a PNG, JPEG, WebP, GIF or BMP image"
+            )));
         }
     }
     Ok(())
 }
 
-/// The format an image file's first bytes announce.
-fn image_format(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("PNG")
-    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        Some("JPEG")
-    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("GIF")
-    } else if bytes.starts_with(b"BM") {
-        Some("BMP")
-    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        Some("WebP")
-    } else {
-        None
-    }
+/// Whether a file's first bytes announce one of the formats the runner decodes.
+fn is_image_file(bytes: &[u8]) -> bool {
+    const SIGNATURES: [&[u8]; 5] = [b"\x89PNG\r\n\x1a\n", &[0xff, 0xd8, 0xff], b"GIF87a", b"GIF89a", b"BM"];
+    SIGNATURES.iter().any(|signature| bytes.starts_with(signature))
+        || (bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP")
 }
 
 /// The images of one request and the markers that stand for them in its messages.
@@ -230,7 +212,14 @@ mod tests {
         assert!(check_images(&[PNG.into(), "/9j/4AAQ".into()]).is_ok());
         let error = |image: &str| check_images(&[PNG.into(), image.into()]).unwrap_err().to_string();
         assert!(error("@@@").contains("images[1] is not base64"), "{}", error("@@@"));
-        assert!(error("aGVsbG8gd29ybGQ=").contains("images[1] is not a PNG, JPEG, GIF or BMP image"));
-        assert!(error("UklGRiQAAABXRUJQVlA4IA==").contains("WebP"));
+        assert!(error("aGVsbG8gd29ybGQ=").contains("images[1] is not a PNG, JPEG, WebP, GIF or BMP image"));
+        assert!(
+            check_images(&["UklGRiQAAABXRUJQVlA4IA==".into()]).is_ok(),
+            "a WebP header"
+        );
+        assert!(
+            error("UklGRiQAAABBVkkgTElTVA==").contains("is not a PNG"),
+            "a RIFF file that is not WebP"
+        );
     }
 }

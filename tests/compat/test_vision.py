@@ -61,7 +61,7 @@ def test_the_ollama_client_gets_400s_for_images_that_cannot_be_used(clients, vis
     client = clients[0]
     with pytest.raises(ollama.ResponseError) as err:
         client.generate(model=vision_model, prompt="hi", images=[b"plain text, not a picture"])
-    assert err.value.status_code == 400 and "images[0] is not a PNG, JPEG, GIF or BMP image" in err.value.error
+    assert err.value.status_code == 400 and "images[0] is not a PNG, JPEG, WebP, GIF or BMP image" in err.value.error
     # A PNG cut short passes the server's check and fails in the runner: a 400 still, streamed too.
     truncated = RED[:40]
     for stream in (False, True):

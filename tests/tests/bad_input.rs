@@ -253,7 +253,7 @@ fn features_the_model_lacks_and_unknown_formats_are_refused_clearly() {
         (json!(["@@not base64@@"]), "images[0] is not base64"),
         (
             json!(["iVBORw0KGgo=", "aGVsbG8="]),
-            "images[1] is not a PNG, JPEG, GIF or BMP image",
+            "images[1] is not a PNG, JPEG, WebP, GIF or BMP image",
         ),
         (json!(["iVBORw0KGgo="]), "gemma3:270m does not support vision"),
     ] {

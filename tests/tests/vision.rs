@@ -25,14 +25,41 @@ fn red() -> String {
     base64_of(&png(32, 32, |_, _| [220, 30, 30]))
 }
 
+fn board_pixel(x: u32, y: u32) -> [u8; 3] {
+    if (x / 8 + y / 8).is_multiple_of(2) {
+        [0, 0, 0]
+    } else {
+        [255, 255, 255]
+    }
+}
+
 fn checkerboard() -> String {
-    base64_of(&png(64, 48, |x, y| {
-        if (x / 8 + y / 8) % 2 == 0 {
-            [0, 0, 0]
-        } else {
-            [255, 255, 255]
+    base64_of(&png(64, 48, board_pixel))
+}
+
+/// The checkerboard as a lossless WebP (so the same pixels as the PNG), with an opaque alpha
+/// channel or without one.
+fn checkerboard_webp(alpha: bool) -> Vec<u8> {
+    let (width, height) = (64, 48);
+    let mut pixels = Vec::new();
+    for y in 0..height {
+        for x in 0..width {
+            pixels.extend(board_pixel(x, y));
+            if alpha {
+                pixels.push(255);
+            }
         }
-    }))
+    }
+    let color = if alpha {
+        image_webp::ColorType::Rgba8
+    } else {
+        image_webp::ColorType::Rgb8
+    };
+    let mut file = Vec::new();
+    image_webp::WebPEncoder::new(&mut file)
+        .encode(&pixels, width, height, color)
+        .unwrap();
+    file
 }
 
 /// A server with the real model, and the vision model made of it and the synthetic projector.
@@ -130,6 +157,12 @@ fn images_are_read_in_place_on_generate_chat_and_openai() {
     );
     assert_ne!(with_red["response"], text_only["response"]);
     assert_eq!(generate(&s, &[red()])["response"], with_red["response"]);
+    // WebP, which llama.cpp cannot read, is decoded by the runner: the same pixels answer the same.
+    for alpha in [false, true] {
+        let with_webp = generate(&s, &[base64_of(&checkerboard_webp(alpha))]);
+        assert_eq!(prompt_tokens(&with_webp), prompt_tokens(&with_board));
+        assert_eq!(with_webp["response"], with_board["response"], "alpha: {alpha}");
+    }
     let two = generate(&s, &[red(), checkerboard()]);
     assert_eq!(
         prompt_tokens(&two),
@@ -286,13 +319,32 @@ fn images_that_cannot_be_used_are_refused_and_the_runner_goes_on() {
         (json!(["@@"]), "images[0] is not base64"),
         (
             json!([base64_of(b"plain text")]),
-            "images[0] is not a PNG, JPEG, GIF or BMP image",
+            "images[0] is not a PNG, JPEG, WebP, GIF or BMP image",
         ),
-        (json!([base64_of(b"RIFF\0\0\0\0WEBPVP8 ")]), "WebP"),
     ] {
         let (status, body) = s.post(
             "/api/generate",
             &generate_body("hi", json!({"model": VISION_MODEL, "images": images})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(want), "{body}");
+    }
+    // A WebP cut short, and one whose header claims 16383 x 16383 pixels (WebP's largest): the
+    // runner decodes WebP itself and refuses both, the large one before allocating its pixels.
+    let webp = checkerboard_webp(false);
+    let mut huge = webp.clone();
+    assert_eq!(&huge[12..16], b"VP8L");
+    huge[21..25].copy_from_slice(&(0x3ffe_u32 | 0x3ffe << 14).to_le_bytes());
+    for (image, want) in [
+        (base64_of(&webp[..30]), "images[0] could not be decoded: "),
+        (
+            base64_of(&huge),
+            "images[0] could not be decoded: it is 16383 x 16383 pixels, more than the 67108864",
+        ),
+    ] {
+        let (status, body) = s.post(
+            "/api/generate",
+            &generate_body("hi", json!({"model": VISION_MODEL, "stream": false, "images": [image]})),
         );
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].as_str().unwrap().contains(want), "{body}");
