@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::output::{Emit, TextOutput};
 use crate::sampling::{build_sampler, sample_constrained, JSON_GRAMMAR};
-use crate::vision::{PromptPiece, Vision, IMAGE_POSITION};
+use crate::vision::{is_image_position, PromptPiece, Vision};
 
 /// How the model is loaded; fixed for the life of the runner.
 #[derive(Clone, Debug)]
@@ -537,40 +537,43 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Starts a request whose prompt holds images in the least recently used free slot: the
-    /// whole prompt is evaluated at once (mtmd decodes images itself, so they do not join the
-    /// shared batch), from position 0, and the first token is sampled. Input that cannot be
-    /// used is `Rejected`.
+    /// Starts a request whose prompt holds images in the free slot whose cache serves the
+    /// longest prefix of it (images included: the same image at the same place), else the
+    /// least recently used one: the rest of the prompt is evaluated at once (mtmd decodes
+    /// images itself, so they do not join the shared batch) and the first token is sampled.
+    /// Input that cannot be used is `Rejected`.
     fn start_with_images(&mut self, request: &CompletionRequest, arrived: Instant, grammar: Option<LlamaSampler>) {
         let id = request.id;
         let prefill_started = Instant::now();
-        let Some(index) = (0..self.slots.len())
-            .filter(|&i| self.slots[i].active.is_none())
-            .min_by_key(|&i| self.slots[i].last_used)
-        else {
-            return;
-        };
         let pieces = match self.image_prompt(request) {
             Ok(pieces) => pieces,
             Err(error) => return self.send(RunnerMessage::Rejected { id, error }),
         };
+        let record: Vec<LlamaToken> = pieces.iter().flat_map(PromptPiece::record).copied().collect();
+        let Some((index, reusable)) = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_none())
+            .map(|i| (i, self.reusable_with_images(&self.slots[i], &pieces, &record)))
+            .max_by_key(|&(i, reusable)| (reusable, std::cmp::Reverse(self.slots[i].last_used)))
+        else {
+            return;
+        };
+        let kept = self.keep_prefix(index, reusable);
+        if kept > 0 {
+            tracing::info!(slot = index, tokens = kept, "reused a cached prompt prefix with images");
+        }
         let (slot, Some(vision)) = (&mut self.slots[index], self.vision.as_mut()) else {
             return;
         };
-        let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-        slot.cached.clear();
         slot.last_used = Instant::now();
-        let held = match vision.evaluate(&mut self.ctx, slot.seq, &pieces, self.batch_size) {
-            Ok(held) => held,
-            Err(error) => {
-                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-                return self.send(RunnerMessage::Failed { id, error });
-            }
-        };
+        if let Err(error) = vision.evaluate(&mut self.ctx, slot.seq, &pieces, kept, self.batch_size) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+            return self.send(RunnerMessage::Failed { id, error });
+        }
         let extra_cells = pieces.iter().map(|p| p.cells() - p.positions().min(p.cells())).sum();
-        slot.cached = held.clone();
+        slot.cached = record.clone();
         let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
-        sampler.accept_many(held.iter().filter(|&&t| t != IMAGE_POSITION));
+        sampler.accept_many(record.iter().filter(|&&t| !is_image_position(t)));
         slot.active = Some(Active {
             id,
             sampler,
@@ -581,16 +584,36 @@ impl<'m> Engine<'m> {
             logits_index: None,
             num_predict: request.num_predict,
             return_tokens: request.return_tokens,
-            cached_count: 0,
+            cached_count: kept as u32,
             truncated: 0,
             extra_cells,
-            prompt: held,
+            prompt: record,
             queued: prefill_started - arrived,
             prefill_started,
             first_token_at: None,
         });
         // The last decode left this prompt's final logits at the end of its output.
         self.sample(index, -1);
+    }
+
+    /// How much of an image prompt (`pieces`, recorded as `record`) the slot's cache serves:
+    /// never into an image (its embeddings are evaluated whole), never the last position
+    /// (its logits give the first token), and nothing where an image takes more cells than
+    /// positions (M-RoPE), whose cache cannot be cut by position.
+    fn reusable_with_images(&self, slot: &Slot, pieces: &[PromptPiece], record: &[LlamaToken]) -> usize {
+        if pieces.iter().any(|piece| piece.cells() != piece.positions()) {
+            return 0;
+        }
+        let reusable = self.reusable_prefix(slot, record).min(record.len().saturating_sub(1));
+        let mut position = 0;
+        for piece in pieces {
+            let end = position + piece.positions();
+            if matches!(piece, PromptPiece::Image { .. }) && position < reusable && reusable < end {
+                return position;
+            }
+            position = end;
+        }
+        reusable
     }
 
     /// A prompt with images cut into text and image pieces, checked to fit the context.
@@ -849,7 +872,7 @@ impl<'m> Engine<'m> {
                 .prompt
                 .iter()
                 .chain(active.generated.iter())
-                .filter(|&&t| t != IMAGE_POSITION)
+                .filter(|&&t| !is_image_position(t))
                 .map(|t| t.0)
                 .collect()
         });

@@ -2,6 +2,7 @@
 //! embeddings that the model reads at the image's place in the prompt, between the begin-
 //! and end-of-image tokens its family uses.
 
+use std::hash::{BuildHasher, RandomState};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -16,9 +17,13 @@ use llama_cpp_2::mtmd::{
 };
 use llama_cpp_2::token::LlamaToken;
 
-/// Stands for a position holding image embeddings in a slot's record of its cache. It equals
-/// no token, so a cached prefix never reaches past an image into another prompt.
-pub const IMAGE_POSITION: LlamaToken = LlamaToken(-1);
+/// Whether an entry of a slot's record of its cache stands for image embeddings. Each image
+/// position is recorded as a negative value drawn from the image's bytes and its place in
+/// the image, so it equals no token, and a cached prefix reaches past an image only into a
+/// prompt with the same image at the same place.
+pub fn is_image_position(token: LlamaToken) -> bool {
+    token.0 < 0
+}
 
 /// The largest WebP decoded, in pixels (192 MiB of RGB): WebP allows 16383 x 16383, which
 /// would take a gigabyte before the projector shrinks it to a few hundred tokens.
@@ -27,23 +32,26 @@ const MAX_WEBP_PIXELS: u64 = 1 << 26;
 /// A loaded vision projector.
 pub struct Vision {
     ctx: MtmdContext,
+    /// Keys the image positions' record values with this process's own random key.
+    identities: RandomState,
 }
 
 /// A stretch of a prompt: text tokens, or one image as mtmd's chunks.
 pub enum PromptPiece {
     /// Tokens of text.
     Text(Vec<LlamaToken>),
-    /// One image with the tokens that wrap it.
-    Image(MtmdInputChunks),
+    /// One image with the tokens that wrap it, and the record of each position it takes
+    /// (see [`is_image_position`]).
+    Image {
+        chunks: MtmdInputChunks,
+        record: Vec<LlamaToken>,
+    },
 }
 
 impl PromptPiece {
     /// Positions the piece advances the sequence by.
     pub fn positions(&self) -> usize {
-        match self {
-            Self::Text(tokens) => tokens.len(),
-            Self::Image(chunks) => chunks.total_positions().max(0) as usize,
-        }
+        self.record().len()
     }
 
     /// KV-cache cells the piece fills: more than its positions where the model numbers an
@@ -51,7 +59,15 @@ impl PromptPiece {
     pub fn cells(&self) -> usize {
         match self {
             Self::Text(tokens) => tokens.len(),
-            Self::Image(chunks) => chunks.total_tokens(),
+            Self::Image { chunks, .. } => chunks.total_tokens(),
+        }
+    }
+
+    /// What a slot records for the piece's positions: its tokens, or its image's values.
+    pub fn record(&self) -> &[LlamaToken] {
+        match self {
+            Self::Text(tokens) => tokens,
+            Self::Image { record, .. } => record,
         }
     }
 }
@@ -72,7 +88,10 @@ impl Vision {
         if !ctx.support_vision() {
             return Err("unable to load vision projector: it has no vision encoder".into());
         }
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            identities: RandomState::new(),
+        })
     }
 
     /// An image file as mtmd's bitmap: WebP decoded here, since llama.cpp's decoder (stb_image)
@@ -156,54 +175,72 @@ impl Vision {
                      reads an image in one batch, so raise num_batch"
                 ));
             }
-            pieces.push(PromptPiece::Image(chunks));
+            let image_key = self.identities.hash_one(&bytes);
+            let positions = chunks.total_positions().max(0) as usize;
+            let record = (0..positions)
+                .map(|at| LlamaToken(-1 - (self.identities.hash_one((image_key, at)) >> 33) as i32))
+                .collect();
+            pieces.push(PromptPiece::Image { chunks, record });
         }
         text(&mut pieces, start, prompt.len())?;
-        if matches!(pieces.last(), Some(PromptPiece::Image(_))) {
+        if matches!(pieces.last(), Some(PromptPiece::Image { .. })) {
             return Err("the prompt ends with an image: text must follow it for the model to answer".into());
         }
         Ok(pieces)
     }
 
-    /// Evaluates `pieces` into sequence `seq` from position 0, `batch_size` tokens per decode
-    /// at most, and returns what the sequence then holds ([`IMAGE_POSITION`] where images
-    /// are). The last position's logits are left for sampling (index -1).
+    /// Evaluates `pieces` into sequence `seq` from position `start` on (what comes before is
+    /// in the cache already; `start` is not inside an image), `batch_size` tokens per decode
+    /// at most. The last position's logits are left for sampling (index -1).
     pub fn evaluate(
         &mut self,
         ctx: &mut LlamaContext,
         seq: i32,
         pieces: &[PromptPiece],
+        start: usize,
         batch_size: usize,
-    ) -> Result<Vec<LlamaToken>, String> {
+    ) -> Result<(), String> {
         let total: usize = pieces.iter().map(PromptPiece::positions).sum();
-        let mut held = Vec::with_capacity(total);
         let mut batch = LlamaBatch::new(batch_size, 1);
+        let mut position = 0;
         for piece in pieces {
+            let end = position + piece.positions();
+            if end <= start {
+                position = end;
+                continue;
+            }
             match piece {
                 PromptPiece::Text(tokens) => {
-                    for part in tokens.chunks(batch_size) {
+                    let first = start.saturating_sub(position);
+                    for (part, offset) in tokens[first..]
+                        .chunks(batch_size)
+                        .zip((position + first..).step_by(batch_size))
+                    {
                         batch.clear();
-                        for &token in part {
-                            let last = held.len() + 1 == total;
+                        for (at, &token) in (offset..).zip(part) {
                             batch
-                                .add(token, held.len() as i32, &[seq], last)
+                                .add(token, at as i32, &[seq], at + 1 == total)
                                 .map_err(|e| format!("prompt batch: {e}"))?;
-                            held.push(token);
                         }
                         ctx.decode(&mut batch)
                             .map_err(|e| format!("llama.cpp decode failed: {e}"))?;
                     }
                 }
-                PromptPiece::Image(chunks) => {
-                    let before = held.len();
-                    let last = before + piece.positions() == total;
-                    let after = chunks
-                        .eval_chunks(&mut self.ctx, ctx, before as i32, seq, batch_size as i32, last)
+                PromptPiece::Image { chunks, .. } => {
+                    chunks
+                        .eval_chunks(
+                            &mut self.ctx,
+                            ctx,
+                            position as i32,
+                            seq,
+                            batch_size as i32,
+                            end == total,
+                        )
                         .map_err(|e| format!("the image could not be evaluated: {e}"))?;
-                    held.resize(before.max(after.max(0) as usize), IMAGE_POSITION);
                 }
             }
+            position = end;
         }
-        Ok(held)
+        Ok(())
     }
 }

@@ -234,6 +234,69 @@ fn images_are_read_in_place_on_generate_chat_and_openai() {
 }
 
 #[test]
+fn the_next_turn_of_a_chat_with_an_image_reuses_its_cache() {
+    let s = vision_server();
+    let chat = |messages: &Value| {
+        let (status, body) = s.post(
+            "/api/chat",
+            &json!({"model": VISION_MODEL, "stream": false, "messages": messages,
+                    "options": {"temperature": 0, "num_predict": 8}}),
+        );
+        assert_eq!(status, 200, "{body}\n{}", s.log());
+        body
+    };
+    // The tokens the cache served, as the runner logs them: the most since `seen` lines.
+    let reuses = || -> Vec<u64> {
+        s.log()
+            .lines()
+            .filter(|l| l.contains("reused a cached prompt prefix with images"))
+            .map(|l| {
+                l.split("tokens=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let reused_since = |seen: usize| reuses().into_iter().skip(seen).max().unwrap_or(0);
+    let turn = |image: String| {
+        json!([
+            {"role": "user", "content": "What is in it?", "images": [image]},
+            {"role": "assistant", "content": "A picture."},
+            {"role": "user", "content": "And what colours?"},
+        ])
+    };
+    let first = chat(&json!([turn(checkerboard())[0]]));
+    // The next turn: everything up to the answer, image included, comes from the cache.
+    let seen = reuses().len();
+    let warm = chat(&turn(checkerboard()));
+    let reused = reused_since(seen);
+    let first_prompt = first["prompt_eval_count"].as_u64().unwrap();
+    assert!(
+        reused + 1 >= first_prompt,
+        "reused {reused} of the first turn's {first_prompt} tokens\n{}",
+        s.log()
+    );
+    // The same as evaluated cold, once another prompt has taken the one slot's cache (the
+    // text before the image may still be served).
+    chat(&json!([{"role": "user", "content": "Something else entirely."}]));
+    let seen = reuses().len();
+    let cold = chat(&turn(checkerboard()));
+    assert!(reused_since(seen) < 10, "the cold turn reused its image:\n{}", s.log());
+    assert_eq!(cold["message"], warm["message"]);
+    assert_eq!(cold["prompt_eval_count"], warm["prompt_eval_count"]);
+    // Another image at the same place is not taken for the cached one.
+    let seen = reuses().len();
+    let other = chat(&turn(red()));
+    assert!(reused_since(seen) < 10, "a different image was served from the cache");
+    assert_ne!(other["message"], cold["message"]);
+}
+
+#[test]
 fn images_that_cannot_be_used_are_refused_and_the_runner_goes_on() {
     let s = vision_server();
     let good = red();
