@@ -57,8 +57,43 @@ pub struct CompletionRequest {
 pub struct PromptImage {
     /// Byte offset in the prompt where the image goes (a `char` boundary).
     pub offset: usize,
-    /// The image file (PNG, JPEG, ...), base64.
+    /// The image file (one of [`ImageFormat`]), base64.
     pub data: String,
+}
+
+/// The image file formats a vision runner reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// PNG.
+    Png,
+    /// JPEG.
+    Jpeg,
+    /// GIF (its first frame).
+    Gif,
+    /// Windows bitmap.
+    Bmp,
+    /// WebP, which the runner decodes itself (llama.cpp's decoder does not read it).
+    WebP,
+}
+
+impl ImageFormat {
+    /// The format an image file's first bytes announce, if it is one of these.
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        const SIGNATURES: [(&[u8], ImageFormat); 5] = [
+            (b"\x89PNG\r\n\x1a\n", ImageFormat::Png),
+            (&[0xff, 0xd8, 0xff], ImageFormat::Jpeg),
+            (b"GIF87a", ImageFormat::Gif),
+            (b"GIF89a", ImageFormat::Gif),
+            (b"BM", ImageFormat::Bmp),
+        ];
+        if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+            return Some(Self::WebP);
+        }
+        SIGNATURES
+            .iter()
+            .find(|(signature, _)| bytes.starts_with(signature))
+            .map(|&(_, format)| format)
+    }
 }
 
 /// A structured-output format, as `format` gives it.

@@ -570,7 +570,7 @@ impl<'m> Engine<'m> {
             slot.cached.clear();
             return self.send(RunnerMessage::Failed { id, error });
         }
-        let extra_cells = pieces.iter().map(|p| p.cells() - p.positions().min(p.cells())).sum();
+        let extra_cells = pieces.iter().map(|p| p.cells().saturating_sub(p.positions())).sum();
         slot.cached = record.clone();
         let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
         sampler.accept_many(record.iter().filter(|&&t| !is_image_position(t)));

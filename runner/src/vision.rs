@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use base64::Engine as _;
-use herd_proto::PromptImage;
+use herd_proto::{ImageFormat, PromptImage};
 use image_webp::WebPDecoder;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -98,7 +98,7 @@ impl Vision {
     /// does not read it (an animated one gives its first frame, alpha is dropped as stb drops
     /// it), every other format by mtmd. The error is a suffix for the caller's message.
     fn bitmap(&self, bytes: &[u8]) -> Result<MtmdBitmap, String> {
-        if !(bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP") {
+        if ImageFormat::sniff(bytes) != Some(ImageFormat::WebP) {
             return MtmdBitmap::from_buffer(&self.ctx, bytes, false).map_err(|_| String::new());
         }
         let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(|e| format!(": {e}"))?;

@@ -5,7 +5,7 @@
 use std::hash::{BuildHasher, Hasher};
 
 use base64::Engine as _;
-use herd_proto::PromptImage;
+use herd_proto::{ImageFormat, PromptImage};
 
 use crate::error::HerdError;
 
@@ -15,20 +15,13 @@ pub fn check_images(images: &[String]) -> Result<(), HerdError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(image.trim())
             .map_err(|e| HerdError::bad_request(format!("invalid image input: images[{i}] is not base64: {e}")))?;
-        if !is_image_file(&bytes) {
+        if ImageFormat::sniff(&bytes).is_none() {
             return Err(HerdError::bad_request(format!(
                 "invalid image input: images[{i}] is not a PNG, JPEG, WebP, GIF or BMP image"
             )));
         }
     }
     Ok(())
-}
-
-/// Whether a file's first bytes announce one of the formats the runner decodes.
-fn is_image_file(bytes: &[u8]) -> bool {
-    const SIGNATURES: [&[u8]; 5] = [b"\x89PNG\r\n\x1a\n", &[0xff, 0xd8, 0xff], b"GIF87a", b"GIF89a", b"BM"];
-    SIGNATURES.iter().any(|signature| bytes.starts_with(signature))
-        || (bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP")
 }
 
 /// The images of one request and the markers that stand for them in its messages.
