@@ -73,8 +73,13 @@ fn nvml() -> &'static Result<nvml_wrapper::Nvml, String> {
 fn nvidia_gpus() -> Vec<Gpu> {
     if let Err(e) = nvml() {
         tracing::info!("no NVIDIA GPU ({e}); inference runs on the CPU");
+        return Vec::new();
     }
-    gpus()
+    let gpus = gpus();
+    if gpus.is_empty() {
+        tracing::info!("no NVIDIA GPU (the driver lists none); inference runs on the CPU");
+    }
+    gpus
 }
 
 /// NVIDIA GPUs with their free VRAM now; empty without the driver.

@@ -155,6 +155,23 @@ impl TestServer {
         self.child.id()
     }
 
+    /// Waits for the server to exit on its own and returns how it exited; panics after
+    /// `timeout`.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for herd serve") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herd serve did not exit within {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs the `herd` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(binary("herd"))

@@ -109,33 +109,42 @@ fn adapters_that_do_not_fit_the_model_are_refused_at_create_time() {
 }
 
 #[test]
-fn with_one_model_allowed_the_least_recently_used_idle_one_makes_room() {
-    let s = TestServer::start_with(&[("HERD_MAX_LOADED_MODELS", "1")]);
+fn the_least_recently_used_idle_model_makes_room() {
+    // Two models may be loaded; three, on three different weights (an adapter makes its own
+    // runner), take turns.
+    let s = TestServer::start_with(&[("HERD_MAX_LOADED_MODELS", "2")]);
     s.import_model(MODEL);
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("lora.gguf");
-    write_lora_adapter(&adapter, "gemma3", &gemma_attention_outputs(), 4, 0.2);
-    let out = create(
-        &s,
-        "gemma-lora",
-        &format!("FROM {MODEL}\nADAPTER ./lora.gguf\n"),
-        &adapter,
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, scale) in [("lora-a", 0.2), ("lora-b", 0.3)] {
+        write_lora_adapter(&adapter, "gemma3", &gemma_attention_outputs(), 4, scale);
+        let out = create(&s, name, &format!("FROM {MODEL}\nADAPTER ./lora.gguf\n"), &adapter);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let loaded = || {
+        let (_, ps) = s.get("/api/ps");
+        let mut names: Vec<String> = ps["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
 
     answer(&s, MODEL);
-    let first = s.runner_pids();
-    answer(&s, "gemma-lora");
-    let (_, ps) = s.get("/api/ps");
-    let names: Vec<&str> = ps["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["gemma-lora:latest"], "{ps}");
-    let second = s.runner_pids();
-    assert_eq!(second.len(), 1, "{}", s.log());
-    assert_ne!(first, second, "the base model's runner was evicted for the adapter's");
-    assert!(s.log().contains("evicting idle model"), "{}", s.log());
+    answer(&s, "lora-a");
+    assert_eq!(loaded(), ["gemma3:270m", "lora-a:latest"]);
+    assert_eq!(s.runner_pids().len(), 2, "{}", s.log());
+    // The base model is used again, so lora-a is now the least recently used.
+    answer(&s, MODEL);
+    answer(&s, "lora-b");
+    assert_eq!(loaded(), ["gemma3:270m", "lora-b:latest"], "{}", s.log());
+    assert_eq!(s.runner_pids().len(), 2, "{}", s.log());
+    assert!(
+        s.log().contains("evicting idle model model=lora-a:latest"),
+        "{}",
+        s.log()
+    );
 }

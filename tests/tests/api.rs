@@ -398,9 +398,15 @@ fn empty_prompt_loads_and_keep_alive_zero_unloads() {
         .find(|m| m["name"] == MODEL)
         .expect("loaded")
         .clone();
-    assert!(entry["expires_at"].as_str().is_some());
+    // HERD_KEEP_ALIVE's default: five minutes.
+    let expires = herd_tests::seconds_until(entry["expires_at"].as_str().unwrap());
+    assert!((290..=300).contains(&expires), "{entry}");
     assert!(entry["context_length"].as_u64().is_some_and(|n| n > 0));
     assert_eq!(entry["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(entry["model"], MODEL, "{entry}");
+    assert_eq!(entry["details"]["family"], "gemma3", "{entry}");
+    assert_eq!(entry["details"]["quantization_level"], "Q4_K_M", "{entry}");
+    assert_eq!(entry["details"]["format"], "gguf", "{entry}");
 
     let (_, chat) = s.post("/api/chat", &json!({"model": MODEL, "messages": []}));
     assert_eq!(chat["done_reason"], "load");

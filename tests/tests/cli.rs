@@ -276,7 +276,14 @@ fn cp_rm_and_stop_manage_models_and_runners() {
     );
     assert_eq!(status, 200);
     assert!(ok(&s.cli(&["ps"])).contains(MODEL));
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
     ok(&s.cli(&["stop", MODEL]));
     let ps = ok(&s.cli(&["ps"]));
     assert_eq!(ps.lines().count(), 1, "only the header is left: {ps}");
+    s.wait_for(
+        "the stopped runner to exit and be reaped",
+        std::time::Duration::from_secs(5),
+        || herd_tests::process_name(runners[0]).is_none(),
+    );
 }

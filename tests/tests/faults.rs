@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use herd_tests::{
     chat_body, gemma_modelfile, generate_body, has_exited, is_zombie, model_path, process_name, remaining_lines,
-    send_signal, tree, SmallDisk, TestServer, MODEL,
+    seconds_until, send_signal, tree, SmallDisk, TestServer, MODEL,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -247,61 +247,124 @@ fn keep_alive_zero_unloads_and_ps_tracks_it() {
     });
 }
 
-/// A server with a shutdown grace period, its one runner, and a stream of up to
-/// `num_predict` tokens that has produced its first line.
-fn streaming_with_grace(
-    grace: &str,
-    num_predict: u32,
-) -> (TestServer, u32, std::io::BufReader<reqwest::blocking::Response>) {
-    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", grace)]);
+#[test]
+fn herd_keep_alive_sets_the_default_and_a_negative_keep_alive_never_expires() {
+    let s = TestServer::start_with(&[("HERD_KEEP_ALIVE", "2s")]);
     s.import_model(MODEL);
-    let mut reader = s.open_stream(
+    let expires_in = || {
+        let (_, ps) = s.get("/api/ps");
+        seconds_until(ps["models"][0]["expires_at"].as_str().unwrap())
+    };
+    // Loaded with the server's default, the model goes 2 s after its last request.
+    s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
+    assert!(expires_in() <= 2, "HERD_KEEP_ALIVE is 2s");
+    s.wait_for("the default keep_alive to expire", Duration::from_secs(8), || {
+        s.runner_pids().is_empty()
+    });
+
+    // Loaded with a negative keep_alive it stays, through later requests that name none.
+    s.post(
         "/api/generate",
-        &generate_body(
-            "Tell me a long story.",
-            json!({"options": {"num_predict": num_predict}}),
-        ),
+        &json!({"model": MODEL, "prompt": "", "keep_alive": -1}),
     );
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.contains("\"done\":false"), "{line}");
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
-    (s, runners[0], reader)
+    const CENTURY: i64 = 100 * 365 * 24 * 3600;
+    assert!(expires_in() > CENTURY, "forever");
+    let (status, _) = s.post(
+        "/api/generate",
+        &generate_body("Hello", json!({"stream": false, "options": {"num_predict": 2}})),
+    );
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(s.runner_pids(), runners, "still loaded well past the default");
+    assert!(expires_in() > CENTURY);
+    // Until a request says otherwise.
+    s.post("/api/generate", &json!({"model": MODEL, "prompt": "", "keep_alive": 0}));
+    s.wait_for("the runner to exit", Duration::from_secs(5), || {
+        s.runner_pids().is_empty()
+    });
+}
+
+/// A server with a shutdown grace period and `streams` slots, its one runner, and as many
+/// streams of up to `num_predict` tokens, each of which has produced its first line.
+fn streaming_with_grace(grace: &str, streams: usize, num_predict: u32) -> (TestServer, u32, Vec<StreamReader>) {
+    let slots = streams.to_string();
+    let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", grace), ("HERD_NUM_PARALLEL", &slots)]);
+    s.import_model(MODEL);
+    let readers = (0..streams)
+        .map(|i| {
+            let mut reader = s.open_stream(
+                "/api/generate",
+                &generate_body(
+                    &format!("Tell me a long story, number {i}."),
+                    json!({"options": {"num_predict": num_predict}}),
+                ),
+            );
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.contains("\"done\":false"), "{line}");
+            reader
+        })
+        .collect();
+    let runners = s.runner_pids();
+    assert_eq!(runners.len(), 1);
+    (s, runners[0], readers)
+}
+
+type StreamReader = std::io::BufReader<reqwest::blocking::Response>;
+
+/// Reads each stream to its end, on threads of their own: a stream must not wait on
+/// another's reader to make progress.
+fn last_lines(readers: Vec<StreamReader>) -> Vec<Value> {
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|reader| std::thread::spawn(move || remaining_lines(reader).pop().expect("a last line")))
+        .collect();
+    readers.into_iter().map(|r| r.join().unwrap()).collect()
 }
 
 #[test]
 fn sigterm_lets_in_flight_streams_finish_then_stops_the_runners() {
-    let (s, runner, reader) = streaming_with_grace("60s", 40);
+    let (mut s, runner, readers) = streaming_with_grace("60s", 4, 40);
     send_signal(s.pid(), Signal::SIGTERM);
+    // New requests are refused while the four streams finish.
     s.wait_for("the server to stop accepting", Duration::from_secs(5), || {
         std::net::TcpStream::connect(s.base.trim_start_matches("http://")).is_err()
     });
-    let last = remaining_lines(reader).pop().expect("a last line");
-    assert_eq!(last["done"], true, "the stream finished: {last}");
-    assert_eq!(last["eval_count"], 40, "{last}");
-    s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
-        has_exited(runner) && has_exited(s.pid())
-    });
+    for last in last_lines(readers) {
+        assert_eq!(last["done"], true, "the stream finished: {last}");
+        assert_eq!(last["eval_count"], 40, "{last}");
+    }
+    let status = s.wait_for_exit(Duration::from_secs(10));
+    assert!(status.success(), "a clean shutdown exits 0: {status}\n{}", s.log());
+    assert!(
+        process_name(runner).is_none(),
+        "the server reaped its runner before exiting"
+    );
 }
 
 #[test]
-fn sigterm_cancels_streams_that_outlast_the_grace_period() {
-    let (s, runner, reader) = streaming_with_grace("1s", 100_000);
+fn sigint_cancels_streams_that_outlast_the_grace_period() {
+    let (mut s, runner, readers) = streaming_with_grace("1s", 4, 100_000);
     let signalled = Instant::now();
-    send_signal(s.pid(), Signal::SIGTERM);
-    let last = remaining_lines(reader).pop().expect("a last line");
-    assert_eq!(
-        last["error"], "the server is shutting down",
-        "the stream ends with an error line: {last}"
-    );
-    s.wait_for("the runner and the server to exit", Duration::from_secs(10), || {
-        has_exited(runner) && has_exited(s.pid())
-    });
+    send_signal(s.pid(), Signal::SIGINT);
+    for last in last_lines(readers) {
+        assert_eq!(
+            last["error"], "the server is shutting down",
+            "the stream ends with an error line: {last}"
+        );
+    }
+    let status = s.wait_for_exit(Duration::from_secs(10));
+    let stopped = signalled.elapsed();
+    assert!(status.success(), "{status}\n{}", s.log());
     assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "a 1s grace period took {:?}",
-        signalled.elapsed()
+        process_name(runner).is_none(),
+        "the server reaped its runner before exiting"
+    );
+    assert!(
+        stopped < Duration::from_secs(5),
+        "a 1s grace period took {stopped:?} to shut down"
     );
 }
 

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use herd_tests::{generate_body, has_exited, remaining_lines, send_signal, TestServer, MODEL};
+use herd_tests::{generate_body, process_name, remaining_lines, send_signal, TestServer, MODEL};
 use serde_json::{json, Value};
 
 fn parallel_server() -> TestServer {
@@ -77,14 +77,20 @@ fn a_runner_killed_during_four_streams_fails_each_of_them() {
     assert_eq!(runners.len(), 1);
     send_signal(runners[0], nix::sys::signal::Signal::SIGKILL);
     for reader in streams {
-        let last = remaining_lines(reader).pop().expect("a last line");
+        let lines = remaining_lines(reader);
+        assert!(
+            lines.iter().all(|line| line["done"] != true),
+            "a failed stream never says done: {lines:?}"
+        );
+        let last = lines.last().expect("a last line");
         let error = last["error"]
             .as_str()
             .unwrap_or_else(|| panic!("expected an error line, got {last}"));
         assert!(error.contains("unexpectedly stopped"), "{error}");
     }
+    // Reaped: gone from the process table, not left a zombie.
     s.wait_for("the dead runner to be reaped", Duration::from_secs(5), || {
-        has_exited(runners[0])
+        process_name(runners[0]).is_none()
     });
     let (status, body) = s.post(
         "/api/generate",
@@ -213,5 +219,32 @@ fn a_long_prompt_does_not_stall_streams_that_are_generating() {
     assert!(
         during_prefill >= 8,
         "the generating stream got {during_prefill} tokens while a long prompt was read"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_answer_with_one_slot_and_with_four() {
+    // Sampled, not greedy: the seed decides every draw.
+    let body = generate_body(
+        "Write a short poem about the sea.",
+        json!({"stream": false, "options": {"temperature": 0.9, "seed": 1234, "num_predict": 32}}),
+    );
+    let answers = |slots: &str| -> Vec<String> {
+        let s = TestServer::start_with(&[("HERD_NUM_PARALLEL", slots)]);
+        s.import_model(MODEL);
+        (0..3)
+            .map(|_| {
+                let (status, reply) = s.post("/api/generate", &body);
+                assert_eq!(status, 200, "{reply}");
+                assert_eq!(reply["eval_count"], 32, "{reply}");
+                reply["response"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let one = answers("1");
+    let four = answers("4");
+    assert!(
+        one.iter().chain(&four).all(|answer| *answer == one[0]),
+        "one slot: {one:?}\nfour slots: {four:?}"
     );
 }

@@ -81,6 +81,12 @@ fn changed_load_options_reload_the_model_and_ps_reports_it() {
     let model = loaded(&s);
     assert_eq!(model["context_length"], 2048, "{model}");
     assert_eq!(model["size_vram"], 0, "no GPU here: {model}");
+    let log = s.log();
+    assert!(
+        log.contains("no NVIDIA GPU ("),
+        "the server says why it runs on the CPU:\n{log}"
+    );
+    assert!(log.contains("cpu_cores="), "and what it found:\n{log}");
     let file_size = std::fs::metadata(herd_tests::model_path()).unwrap().len();
     assert!(
         model["size"].as_u64().unwrap() > file_size,
