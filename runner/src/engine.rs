@@ -26,7 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::output::{Emit, TextOutput};
-use crate::sampling::{build_sampler, sample_constrained, JSON_GRAMMAR};
+use crate::sampling::{build_sampler, greedy_token, is_plain_greedy, sample_constrained, JSON_GRAMMAR};
 use crate::vision::{is_image_position, PromptPiece, Vision};
 
 /// How the model is loaded; fixed for the life of the runner.
@@ -219,6 +219,8 @@ struct Active {
     /// The (possibly truncated) prompt.
     prompt: Vec<LlamaToken>,
     sampler: LlamaSampler,
+    /// The sampler is greedy alone: the highest logit is read straight from the logits.
+    greedy: bool,
     /// The structured-output grammar, consulted only for tokens the sampler picks.
     grammar: Option<LlamaSampler>,
     output: TextOutput,
@@ -519,6 +521,7 @@ impl<'m> Engine<'m> {
             slot.active = Some(Active {
                 id: request.id,
                 sampler,
+                greedy: is_plain_greedy(&request.sampling, self.context_length),
                 grammar,
                 output: TextOutput::new(&request.stop),
                 generated: Vec::new(),
@@ -577,6 +580,7 @@ impl<'m> Engine<'m> {
         slot.active = Some(Active {
             id,
             sampler,
+            greedy: is_plain_greedy(&request.sampling, self.context_length),
             grammar,
             output: TextOutput::new(&request.stop),
             generated: Vec::new(),
@@ -807,6 +811,7 @@ impl<'m> Engine<'m> {
         let Some(active) = slot.active.as_mut() else { return };
         let token = match active.grammar.as_mut() {
             Some(grammar) => sample_constrained(&mut active.sampler, grammar, &self.ctx, logits_index),
+            None if active.greedy => greedy_token(self.ctx.get_logits_ith(logits_index)),
             None => active.sampler.sample(&self.ctx, logits_index),
         };
         if active.first_token_at.is_none() {

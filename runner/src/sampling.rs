@@ -60,10 +60,8 @@ pub fn sample_constrained(
 /// llama.cpp's "pick a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
 
-/// A sampler chain in llama.cpp's default order: penalties, top-k, typical, top-p, min-p,
-/// temperature, then the final pick (greedy at temperature 0, else a seeded draw).
-pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i32) -> LlamaSampler {
-    let mut chain = Vec::new();
+/// How many recent tokens the repetition penalties look at, or `None` when no penalty applies.
+fn penalty_window(options: &SamplingOptions, context_length: u32) -> Option<i32> {
     let last_n = if options.repeat_last_n < 0 {
         context_length as i32
     } else {
@@ -71,7 +69,33 @@ pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i3
     };
     let penalised =
         options.repeat_penalty != 1.0 || options.frequency_penalty != 0.0 || options.presence_penalty != 0.0;
-    if penalised && last_n != 0 {
+    (penalised && last_n != 0).then_some(last_n)
+}
+
+/// Whether the chain [`build_sampler`] makes for `options` is greedy alone (temperature 0, no
+/// penalties): its token is then [`greedy_token`] of the logits.
+pub fn is_plain_greedy(options: &SamplingOptions, context_length: u32) -> bool {
+    options.temperature <= 0.0 && penalty_window(options, context_length).is_none()
+}
+
+/// The token with the highest logit, the first of equals: what llama.cpp's greedy sampler
+/// picks, without the candidate array of the whole vocabulary (262,144 entries for Gemma 3)
+/// that it builds first, on every step of every slot.
+pub fn greedy_token(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (index, &logit) in logits.iter().enumerate().skip(1) {
+        if logit > logits[best] {
+            best = index;
+        }
+    }
+    LlamaToken(best as i32)
+}
+
+/// A sampler chain in llama.cpp's default order: penalties, top-k, typical, top-p, min-p,
+/// temperature, then the final pick (greedy at temperature 0, else a seeded draw).
+pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if let Some(last_n) = penalty_window(options, context_length) {
         chain.push(LlamaSampler::penalties(
             n_vocab,
             last_n,
@@ -100,4 +124,70 @@ pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i3
     let seed = u32::try_from(options.seed).unwrap_or(RANDOM_SEED);
     chain.push(LlamaSampler::dist(seed));
     LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits with repeated maxima, infinities and a NaN, from a fixed linear congruential
+    /// sequence: the cases where "the highest" needs a rule.
+    fn awkward_logits(seed: u64, len: usize) -> Vec<f32> {
+        let mut state = seed;
+        let mut logits: Vec<f32> = (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) % 2000) as f32 / 100.0 - 10.0
+            })
+            .collect();
+        let top = logits.iter().copied().fold(f32::MIN, f32::max);
+        logits[len / 3] = top;
+        logits[len / 2] = top;
+        logits[1] = f32::NEG_INFINITY;
+        logits[2] = f32::NAN;
+        logits
+    }
+
+    #[test]
+    fn greedy_token_picks_what_llama_cpps_greedy_sampler_picks() {
+        for seed in 0..20 {
+            let logits = awkward_logits(seed, 5000);
+            let mut candidates = LlamaTokenDataArray::from_iter(
+                logits
+                    .iter()
+                    .enumerate()
+                    .map(|(id, &logit)| LlamaTokenData::new(LlamaToken(id as i32), logit, 0.0)),
+                false,
+            );
+            LlamaSampler::greedy().apply(&mut candidates);
+            assert_eq!(Some(greedy_token(&logits)), candidates.selected_token(), "seed {seed}");
+        }
+        assert_eq!(
+            greedy_token(&[1.0, 3.0, 3.0, 2.0]),
+            LlamaToken(1),
+            "the first of equals"
+        );
+    }
+
+    #[test]
+    fn only_temperature_zero_without_penalties_is_plain_greedy() {
+        let greedy = SamplingOptions {
+            temperature: 0.0,
+            ..SamplingOptions::default()
+        };
+        assert!(is_plain_greedy(&greedy, 4096));
+        let penalised = SamplingOptions {
+            repeat_penalty: 1.1,
+            ..greedy.clone()
+        };
+        assert!(!is_plain_greedy(&penalised, 4096));
+        let window_off = SamplingOptions {
+            repeat_last_n: 0,
+            ..penalised
+        };
+        assert!(is_plain_greedy(&window_off, 4096), "a penalty over no tokens is none");
+        assert!(!is_plain_greedy(&SamplingOptions::default(), 4096));
+    }
 }
