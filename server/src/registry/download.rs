@@ -274,7 +274,9 @@ async fn fetch_parts(
         tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &stop))
     };
     let _save = SaveOnDrop(&shared, stop);
+    let started = std::time::Instant::now();
     futures_util::future::try_join_all((0..PARALLEL_CHUNKS).map(|_| fetch_chunks(&shared))).await?;
+    let fetched = started.elapsed();
     // Every byte is written: flush them while the hash catches up with the last chunks, so
     // that the two tails overlap and the store's own flush finds nothing left to write.
     let flushing = {
@@ -286,10 +288,12 @@ async fn fetch_parts(
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot read the downloaded blob", e)))?
         .ok_or_else(|| RegistryError::Interrupted("the download stopped".into()))?;
+    let hashed = started.elapsed();
     flushing
         .await
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot flush the downloaded blob", e)))?;
+    tracing::debug!(%digest, size, ?fetched, ?hashed, flushed = ?started.elapsed(), "blob downloaded");
     Ok(actual)
 }
 
