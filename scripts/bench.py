@@ -36,6 +36,14 @@ weights, as long as curl's whole fetch there; 1.84 GB/s on the AMD EPYC VM of 20
 flush it before the blob enters the store, on two cores that the registry shares. Against the
 same work done by standard tools herd is faster (the last ratio). Runs of the pull alone on the
 AMD VM ranged from 0.48x to 1.04x of curl within minutes: the disk's flush time drifts most.
+2026-12-07 (Intel VM, `HERD_LOG=herd::registry=debug` logs each blob's timings): of herd's
+0.45-0.5 s for the weights, the ranged fetch itself takes all but about 25 ms; the hash and the
+flush end that soon after the last byte. A system-wide profile of repeated pulls: the registry
+31% of both cores, herd 49% (sha256 14 points, copying into the page cache 8, out of the socket
+5, into the write buffer 4), idle 18%. curl fetched at 1.2 GB/s in most runs here and at
+0.54 GB/s in one (herd 0.89x then), so this ratio moves with the machine more than with herd.
+Fewer or larger ranged requests (2-8 at once, chunks of size/16 to size/64) measured within
+this noise of each other and were not changed.
 2026-12-04: the weights are flushed while the hash catches up with the last chunks, instead of
 after it.
 2026-12-03: the template, parameters and config are fetched beside the weights instead of
@@ -56,7 +64,12 @@ llama-cpp-sys-2 built llama.cpp as RelWithDebInfo (`-O2`) because herd's release
 keeps line tables; built as Release (`-O3`), like llama-server, long-prompt prefill went
 from 0.74-0.88x to 0.96x. Keeping only the sliding window in Gemma 3's SWA layers' cache
 (llama-server's default, `swa_full = false`) took decode on a long prompt from 0.92x to
-about 1.0x. This VM's speed drifts by 20% or more between minutes, so figures move from run
+about 1.0x. 2026-12-07: a greedy slot (temperature 0, no penalties) takes the highest logit
+straight from the logits instead of through llama.cpp's greedy sampler, which first builds a
+candidate array of all 262,144 tokens each step (2.4% of the runner's profile at 4 clients).
+Alternating 4-client runs with 8 slots, 5 each: 1.044x before, 1.048x after. A full run
+earlier that day, before the change and at a slower moment of the VM (decode 36 tok/s rather
+than 43), gave 0.91x at 4 clients; the run above, after it, 1.06x. This VM's speed drifts by 20% or more between minutes, so figures move from run
 to run; the ratios, taken in turn, are what to compare.
 """
 
