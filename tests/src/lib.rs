@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 
 pub mod registry;
 
+/// An NDJSON response being read line by line.
+pub type StreamReader = BufReader<reqwest::blocking::Response>;
+
 /// The name the tests import the real model under.
 pub const MODEL: &str = "gemma3:270m";
 
@@ -172,6 +175,25 @@ impl TestServer {
         }
     }
 
+    /// Opens `n` streamed generations of up to `num_predict` tokens, each with its own
+    /// prompt, and reads the first line of each (a token, so every one is decoding).
+    pub fn open_streams(&self, n: usize, num_predict: u32) -> Vec<StreamReader> {
+        (0..n)
+            .map(|i| {
+                let body = generate_body(
+                    &format!("Story {i}: once upon a time"),
+                    json!({"options": {"num_predict": num_predict}}),
+                );
+                let mut reader = self.open_stream("/api/generate", &body);
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let first: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(first["done"], false, "{first}");
+                reader
+            })
+            .collect()
+    }
+
     /// Runs the `herd` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(binary("herd"))
@@ -272,7 +294,7 @@ impl TestServer {
     }
 
     /// Opens a streaming request and hands back the reader, to read a few lines and hang up.
-    pub fn open_stream(&self, path: &str, body: &Value) -> BufReader<reqwest::blocking::Response> {
+    pub fn open_stream(&self, path: &str, body: &Value) -> StreamReader {
         let response = self.http.post(self.url(path)).json(body).send().expect("request");
         assert_eq!(response.status().as_u16(), 200);
         BufReader::new(response)
@@ -396,6 +418,12 @@ pub fn seconds_until(rfc3339: &str) -> i64 {
 /// Whether `pid` has exited: gone, or a zombie not yet reaped.
 pub fn has_exited(pid: u32) -> bool {
     process_name(pid).is_none() || is_zombie(pid)
+}
+
+/// Whether `pid` has exited and its parent has reaped it: gone from the process table, not
+/// left a zombie. What a live server must do for each runner it stops or loses.
+pub fn is_reaped(pid: u32) -> bool {
+    process_name(pid).is_none()
 }
 
 /// Sends `signal` to `pid`.

@@ -377,7 +377,7 @@ fn deleting_a_loaded_model_stops_its_runner_unless_another_model_shares_it() {
     // The last model with those weights goes: so does its runner.
     assert_eq!(delete(MODEL), 200);
     s.wait_for("the runner to exit", std::time::Duration::from_secs(10), || {
-        herd_tests::has_exited(runners[0])
+        herd_tests::is_reaped(runners[0])
     });
     let (_, ps) = s.get("/api/ps");
     assert_eq!(ps["models"], json!([]), "{ps}");

@@ -284,6 +284,6 @@ fn cp_rm_and_stop_manage_models_and_runners() {
     s.wait_for(
         "the stopped runner to exit and be reaped",
         std::time::Duration::from_secs(5),
-        || herd_tests::process_name(runners[0]).is_none(),
+        || herd_tests::is_reaped(runners[0]),
     );
 }

@@ -7,8 +7,8 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use herd_tests::{
-    chat_body, gemma_modelfile, generate_body, has_exited, is_zombie, model_path, process_name, remaining_lines,
-    seconds_until, send_signal, tree, SmallDisk, TestServer, MODEL,
+    chat_body, gemma_modelfile, generate_body, has_exited, is_reaped, model_path, remaining_lines, seconds_until,
+    send_signal, tree, SmallDisk, StreamReader, TestServer, MODEL,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -40,7 +40,7 @@ fn runner_killed_mid_stream_gives_an_error_line_and_the_next_request_works() {
         .unwrap_or_else(|| panic!("expected an error line, got {last}"));
     assert!(error.contains("unexpectedly stopped"), "{error}");
     s.wait_for("the dead runner to be reaped", Duration::from_secs(5), || {
-        !is_zombie(runners[0]) && process_name(runners[0]).is_none()
+        is_reaped(runners[0])
     });
 
     let (status, body) = s.post(
@@ -292,27 +292,11 @@ fn streaming_with_grace(grace: &str, streams: usize, num_predict: u32) -> (TestS
     let slots = streams.to_string();
     let s = TestServer::start_with(&[("HERD_SHUTDOWN_GRACE", grace), ("HERD_NUM_PARALLEL", &slots)]);
     s.import_model(MODEL);
-    let readers = (0..streams)
-        .map(|i| {
-            let mut reader = s.open_stream(
-                "/api/generate",
-                &generate_body(
-                    &format!("Tell me a long story, number {i}."),
-                    json!({"options": {"num_predict": num_predict}}),
-                ),
-            );
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.contains("\"done\":false"), "{line}");
-            reader
-        })
-        .collect();
+    let readers = s.open_streams(streams, num_predict);
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
     (s, runners[0], readers)
 }
-
-type StreamReader = std::io::BufReader<reqwest::blocking::Response>;
 
 /// Reads each stream to its end, on threads of their own: a stream must not wait on
 /// another's reader to make progress.
@@ -338,10 +322,7 @@ fn sigterm_lets_in_flight_streams_finish_then_stops_the_runners() {
     }
     let status = s.wait_for_exit(Duration::from_secs(10));
     assert!(status.success(), "a clean shutdown exits 0: {status}\n{}", s.log());
-    assert!(
-        process_name(runner).is_none(),
-        "the server reaped its runner before exiting"
-    );
+    assert!(is_reaped(runner), "the server reaped its runner before exiting");
 }
 
 #[test]
@@ -358,10 +339,7 @@ fn sigint_cancels_streams_that_outlast_the_grace_period() {
     let status = s.wait_for_exit(Duration::from_secs(10));
     let stopped = signalled.elapsed();
     assert!(status.success(), "{status}\n{}", s.log());
-    assert!(
-        process_name(runner).is_none(),
-        "the server reaped its runner before exiting"
-    );
+    assert!(is_reaped(runner), "the server reaped its runner before exiting");
     assert!(
         stopped < Duration::from_secs(5),
         "a 1s grace period took {stopped:?} to shut down"
@@ -409,7 +387,7 @@ fn a_hung_runner_is_detected_by_its_health_check_and_replaced() {
     s.wait_for(
         "the hung runner to be killed and reaped",
         Duration::from_secs(5),
-        || !is_zombie(runners[0]) && process_name(runners[0]).is_none(),
+        || is_reaped(runners[0]),
     );
     let (status, body) = s.post(
         "/api/generate",

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use herd_tests::{generate_body, process_name, remaining_lines, send_signal, TestServer, MODEL};
+use herd_tests::{generate_body, is_reaped, remaining_lines, send_signal, TestServer, MODEL};
 use serde_json::{json, Value};
 
 fn parallel_server() -> TestServer {
@@ -13,24 +13,6 @@ fn parallel_server() -> TestServer {
     let (status, _) = s.post("/api/generate", &json!({"model": MODEL, "prompt": ""}));
     assert_eq!(status, 200);
     s
-}
-
-/// Opens `n` streams and reads the first line of each.
-fn open_streams(s: &TestServer, n: usize, num_predict: u32) -> Vec<std::io::BufReader<reqwest::blocking::Response>> {
-    (0..n)
-        .map(|i| {
-            let body = generate_body(
-                &format!("Story {i}: once upon a time"),
-                json!({"options": {"num_predict": num_predict}}),
-            );
-            let mut reader = s.open_stream("/api/generate", &body);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let first: Value = serde_json::from_str(&line).unwrap();
-            assert_eq!(first["done"], false, "{first}");
-            reader
-        })
-        .collect()
 }
 
 #[test]
@@ -72,7 +54,7 @@ fn four_clients_decode_together() {
 #[test]
 fn a_runner_killed_during_four_streams_fails_each_of_them() {
     let s = parallel_server();
-    let streams = open_streams(&s, 4, 2000);
+    let streams = s.open_streams(4, 2000);
     let runners = s.runner_pids();
     assert_eq!(runners.len(), 1);
     send_signal(runners[0], nix::sys::signal::Signal::SIGKILL);
@@ -90,7 +72,7 @@ fn a_runner_killed_during_four_streams_fails_each_of_them() {
     }
     // Reaped: gone from the process table, not left a zombie.
     s.wait_for("the dead runner to be reaped", Duration::from_secs(5), || {
-        process_name(runners[0]).is_none()
+        is_reaped(runners[0])
     });
     let (status, body) = s.post(
         "/api/generate",

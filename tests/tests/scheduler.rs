@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::time::Instant;
 
-use herd_tests::{generate_body, has_exited, remaining_lines, seconds_until, TestServer, MODEL};
+use herd_tests::{generate_body, is_reaped, remaining_lines, seconds_until, TestServer, MODEL};
 use serde_json::{json, Value};
 
 fn loaded(s: &TestServer) -> Value {
@@ -97,6 +97,6 @@ fn changed_load_options_reload_the_model_and_ps_reports_it() {
     assert_ne!(second, first, "a new context length loads a new runner");
     assert_eq!(loaded(&s)["context_length"], 1024);
     s.wait_for("the replaced runner to exit", std::time::Duration::from_secs(5), || {
-        has_exited(first)
+        is_reaped(first)
     });
 }
