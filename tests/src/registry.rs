@@ -441,23 +441,40 @@ pub struct FaultProxy {
     /// Its port on 127.0.0.1.
     pub port: u16,
     downstream_bytes: Arc<AtomicU64>,
+    heavy_connections: Arc<HeavyConnections>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
 
+/// A connection that has sent back this much carries blob bytes, not a manifest or a config.
+const HEAVY: u64 = 4 << 20;
+
 impl FaultProxy {
-    /// A proxy to `upstream` (`host:port`) passing at most `bytes_per_second` back to clients.
+    /// A proxy to `upstream` (`host:port`) passing at most `bytes_per_second` back to clients,
+    /// all connections together.
     pub fn start(upstream: &str, bytes_per_second: u64) -> Self {
+        Self::start_limited(upstream, bytes_per_second, false)
+    }
+
+    /// A proxy to `upstream` passing at most `bytes_per_second` back on each connection, as
+    /// a far registry does: more connections fetch faster.
+    pub fn start_per_connection(upstream: &str, bytes_per_second: u64) -> Self {
+        Self::start_limited(upstream, bytes_per_second, true)
+    }
+
+    fn start_limited(upstream: &str, bytes_per_second: u64, per_connection: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let downstream_bytes = Arc::new(AtomicU64::new(0));
+        let heavy_connections = Arc::new(HeavyConnections::default());
         let connections = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let budget = Arc::new(Mutex::new(Instant::now()));
+        let shared_budget = Arc::new(Mutex::new(Instant::now()));
         {
-            let (upstream, counter, connections, stop) = (
+            let (upstream, counter, heavy, connections, stop) = (
                 upstream.to_string(),
                 downstream_bytes.clone(),
+                heavy_connections.clone(),
                 connections.clone(),
                 stop.clone(),
             );
@@ -478,14 +495,23 @@ impl FaultProxy {
                     }
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     std::thread::spawn(move || pipe(c2, s2, None));
-                    let (counter, budget) = (counter.clone(), budget.clone());
-                    std::thread::spawn(move || pipe(server, client, Some((counter, budget, bytes_per_second))));
+                    let budget = Budget {
+                        counter: counter.clone(),
+                        heavy: heavy.clone(),
+                        next_free: match per_connection {
+                            true => Arc::new(Mutex::new(Instant::now())),
+                            false => shared_budget.clone(),
+                        },
+                        rate: bytes_per_second,
+                    };
+                    std::thread::spawn(move || pipe(server, client, Some(budget)));
                 }
             });
         }
         Self {
             port,
             downstream_bytes,
+            heavy_connections,
             connections,
             stop,
         }
@@ -499,6 +525,12 @@ impl FaultProxy {
     /// Bytes sent back to clients so far.
     pub fn bytes_served(&self) -> u64 {
         self.downstream_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most connections that were open at once after each sent back more than a few MB
+    /// (blob bytes).
+    pub fn peak_heavy_connections(&self) -> u64 {
+        self.heavy_connections.peak.load(Ordering::Relaxed)
     }
 
     /// Cuts every open connection.
@@ -517,32 +549,55 @@ impl Drop for FaultProxy {
     }
 }
 
-/// The byte counter, when the link is next free, and the rate.
-type Budget = (Arc<AtomicU64>, Arc<Mutex<Instant>>, u64);
+/// Open connections that sent back more than [`HEAVY`], now and at most.
+#[derive(Default)]
+struct HeavyConnections {
+    open: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// What a limited direction of the proxy counts, and its rate.
+struct Budget {
+    /// Bytes sent back, every connection together.
+    counter: Arc<AtomicU64>,
+    heavy: Arc<HeavyConnections>,
+    /// When the link (this connection's or the shared one) is next free.
+    next_free: Arc<Mutex<Instant>>,
+    rate: u64,
+}
 
 /// Copies `from` to `to`; with a budget, counts the bytes and keeps them under the rate.
 fn pipe(mut from: TcpStream, mut to: TcpStream, budget: Option<Budget>) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some((counter, shared, rate)) = &budget {
+        if let Some(budget) = &budget {
             // No credit for idle time: a pause never turns into a burst that fills the
             // sockets' buffers.
             let wait = {
-                let mut next_free = shared.lock().unwrap();
+                let mut next_free = budget.next_free.lock().unwrap();
                 let start = next_free.max(Instant::now());
-                *next_free = start + Duration::from_secs_f64(n as f64 / *rate as f64);
+                *next_free = start + Duration::from_secs_f64(n as f64 / budget.rate as f64);
                 start.saturating_duration_since(Instant::now())
             };
             std::thread::sleep(wait);
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+            budget.counter.fetch_add(n as u64, Ordering::Relaxed);
+            if sent < HEAVY && sent + n as u64 >= HEAVY {
+                let open = budget.heavy.open.fetch_add(1, Ordering::Relaxed) + 1;
+                budget.heavy.peak.fetch_max(open, Ordering::Relaxed);
+            }
+            sent += n as u64;
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+    }
+    if let Some(budget) = budget.filter(|_| sent >= HEAVY) {
+        budget.heavy.open.fetch_sub(1, Ordering::Relaxed);
     }
     let _ = to.shutdown(Shutdown::Write);
 }

@@ -1,40 +1,57 @@
-//! Downloading one blob into the store: HTTP Range chunks, several at once and handed out in
-//! order, written into `blobs/sha256-<hex>-partial`, their progress kept beside it in `...-partial.json` so that a
-//! pull stopped by Ctrl-C, a crash, a restart or a dead registry resumes where it stopped.
+//! Downloading one blob into the store: HTTP Range chunks handed out in order, over one
+//! connection and over more (up to eight at once) while the link proves slow, written into
+//! `blobs/sha256-<hex>-partial`, their progress kept beside it in `...-partial.json` so that
+//! a pull stopped by Ctrl-C, a crash, a restart or a dead registry resumes where it stopped.
 //! The blob enters the store only after its sha256 matched.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
 
 use super::client::Connection;
 use super::RegistryError;
 use crate::store::{Digest, Store, StoreError};
 
 /// Smallest chunk a blob is fetched in.
-const MIN_CHUNK: u64 = 4 << 20;
+const MIN_CHUNK: u64 = 16 << 20;
 /// Largest chunk.
 const MAX_CHUNK: u64 = 64 << 20;
 /// Chunks a blob is fetched in at least, when they may be as small as [`MIN_CHUNK`].
-const CHUNKS_PER_BLOB: u64 = 64;
-/// Chunks fetched at once.
-const PARALLEL_CHUNKS: usize = 8;
+const CHUNKS_PER_BLOB: u64 = 16;
+/// Connections a download uses at most.
+const MAX_CONNECTIONS: usize = 8;
+/// A download opens one more connection while it receives less than this many bytes a
+/// second (1 Gbit/s): a faster link gains little from more, and every connection and
+/// request costs the registry (and a small machine's cores) more work.
+const ENOUGH_RATE: u64 = 128 << 20;
+/// How often the download's rate is checked.
+const RATE_INTERVAL: Duration = Duration::from_millis(200);
 /// Failed requests a chunk may make before the pull fails.
 const ATTEMPTS: u32 = 5;
 /// A chunk that receives nothing for this long is retried.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes written to disk at once.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Received pieces waiting for the writer, at most (each up to [`WRITE_BUFFER`] bytes).
+const QUEUED_PIECES: usize = 32;
+/// Bytes written ahead of the hash that are kept for it in memory, at most.
+const HASH_AHEAD: usize = 64 << 20;
+/// Bytes the hash reads back from the file at once.
+const READ_BACK: usize = 1 << 20;
 /// How often progress is recorded while bytes arrive (a crash loses at most this much).
 const SAVE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -164,7 +181,7 @@ pub async fn download_blob(
     store: &Store,
     digest: &Digest,
     size: u64,
-    progress: &BlobProgress,
+    progress: &Arc<BlobProgress>,
 ) -> Result<(), RegistryError> {
     let partial = store.partial_blob_path(digest);
     let state_path = store.partial_state_path(digest);
@@ -189,52 +206,34 @@ pub async fn download_blob(
     unreachable!("the loop returns on its second pass")
 }
 
-/// What the parts of one download share.
+/// Bytes received for a chunk, in the order they came, to be written at `offset`.
+struct Piece {
+    /// Where the chunk they belong to starts.
+    chunk: u64,
+    offset: u64,
+    bytes: Bytes,
+}
+
+/// What the fetches of one download share.
 struct Shared<'a> {
     connection: &'a Connection,
     digest: &'a Digest,
-    file: Arc<File>,
-    state: Arc<Mutex<PartialState>>,
-    state_path: &'a Path,
-    progress: &'a BlobProgress,
-    last_save: Mutex<std::time::Instant>,
-}
-
-impl Shared<'_> {
-    /// Records the bytes written so far (blocking). Not fsynced: a killed process loses
-    /// nothing from the page cache, and should a power cut leave the record ahead of the
-    /// data, the digest check at the end catches it and the blob is fetched again.
-    fn save(&self) -> io::Result<()> {
-        let snapshot = self.state.lock().expect("state lock").clone();
-        let temp = self
-            .state_path
-            .with_extension(format!("json.{}", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&temp, serde_json::to_vec(&snapshot).map_err(io::Error::other)?)?;
-        std::fs::rename(&temp, self.state_path)
-    }
-}
-
-/// Records what arrived when the download ends in any way: finished, failed, or dropped
-/// because every pull waiting for it went away.
-struct SaveOnDrop<'a, 'b>(&'a Shared<'b>, Arc<AtomicBool>);
-
-impl Drop for SaveOnDrop<'_, '_> {
-    fn drop(&mut self) {
-        self.1.store(true, Ordering::Relaxed);
-        if let Err(e) = self.0.save() {
-            tracing::warn!(digest = %self.0.digest, "cannot record download progress: {e}");
-        }
-    }
+    state: &'a Mutex<PartialState>,
 }
 
 /// Fetches what is missing of the blob and returns the digest of the whole partial file.
+///
+/// Three kinds of work run at once, so that none waits for another: the fetches receive, one
+/// blocking task (the [`Writer`]) writes what they received and records it, and another
+/// hashes the blob from its start, mostly from the pieces the writer passes on while they are
+/// still in memory, so that the digest is known soon after the last byte.
 async fn fetch_parts(
     connection: &Connection,
     digest: &Digest,
     size: u64,
     partial: &Path,
     state_path: &Path,
-    progress: &BlobProgress,
+    progress: &Arc<BlobProgress>,
 ) -> Result<Digest, RegistryError> {
     let resumed = if partial.is_file() {
         PartialState::load(state_path, digest, size)
@@ -256,31 +255,47 @@ async fn fetch_parts(
             .map_err(|e| RegistryError::Store(StoreError::from_io("cannot create the partial blob", e)))?
     };
     progress.completed.store(state.completed(), Ordering::Relaxed);
-    let shared = Shared {
-        connection,
-        digest,
-        file: Arc::new(file),
-        state: Arc::new(Mutex::new(state)),
-        state_path,
-        progress,
-        last_save: Mutex::new(std::time::Instant::now()),
+    let file = Arc::new(file);
+    let state = Arc::new(Mutex::new(state));
+    let (written, to_hash) = std::sync::mpsc::channel();
+    let writer = Writer {
+        file: file.clone(),
+        state: state.clone(),
+        state_path: state_path.to_path_buf(),
+        progress: progress.clone(),
+        written,
     };
-    shared
+    writer
         .save()
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot record download progress", e)))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
     let hashing = {
-        let (file, state, stop) = (shared.file.clone(), shared.state.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &stop))
+        let (file, state, stop) = (file.clone(), state.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &to_hash, &stop))
     };
-    let _save = SaveOnDrop(&shared, stop);
+    let (pieces, received) = mpsc::channel(QUEUED_PIECES);
+    let writing = tokio::task::spawn_blocking(move || writer.run(received));
+    let shared = Shared {
+        connection,
+        digest,
+        state: &state,
+    };
     let started = std::time::Instant::now();
-    futures_util::future::try_join_all((0..PARALLEL_CHUNKS).map(|_| fetch_chunks(&shared))).await?;
-    let fetched = started.elapsed();
-    // Every byte is written: flush them while the hash catches up with the last chunks, so
+    let fetched = fetch_all(&shared, &pieces, progress).await;
+    drop(pieces);
+    let fetch_time = started.elapsed();
+    // A failed write (a full disk) is why the fetches stopped, if one failed.
+    let wrote = writing.await.map_err(|e| RegistryError::Interrupted(e.to_string()))?;
+    if fetched.is_err() || wrote.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    wrote.map_err(|e| RegistryError::Store(StoreError::from_io("cannot write the partial blob", e)))?;
+    fetched?;
+    // Every byte is written: flush them while the hash catches up with the last pieces, so
     // that the two tails overlap and the store's own flush finds nothing left to write.
     let flushing = {
-        let file = shared.file.clone();
+        let file = file.clone();
         tokio::task::spawn_blocking(move || file.sync_data())
     };
     let actual = hashing
@@ -288,30 +303,155 @@ async fn fetch_parts(
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot read the downloaded blob", e)))?
         .ok_or_else(|| RegistryError::Interrupted("the download stopped".into()))?;
-    let hashed = started.elapsed();
+    let hash_time = started.elapsed();
     flushing
         .await
         .map_err(|e| RegistryError::Interrupted(e.to_string()))?
         .map_err(|e| RegistryError::Store(StoreError::from_io("cannot flush the downloaded blob", e)))?;
-    tracing::debug!(%digest, size, ?fetched, ?hashed, flushed = ?started.elapsed(), "blob downloaded");
+    tracing::debug!(%digest, size, fetched = ?fetch_time, hashed = ?hash_time, flushed = ?started.elapsed(), "blob downloaded");
     Ok(actual)
 }
 
-/// Hashes the partial file from its start while the parts arrive, following the bytes that
-/// are all written, so that checking the digest costs little time after the last byte. The
-/// bytes hashed are the ones on disk (read back), resumed ones included. `None` if `stop`
-/// is set first.
-fn hash_in_order(file: &File, state: &Mutex<PartialState>, stop: &AtomicBool) -> io::Result<Option<Digest>> {
+/// Runs the fetches, one at first and one more each time the download proves slow, until
+/// the first error or until every chunk is fetched.
+async fn fetch_all(
+    shared: &Shared<'_>,
+    pieces: &mpsc::Sender<Piece>,
+    progress: &BlobProgress,
+) -> Result<(), RegistryError> {
+    let mut fetches = FuturesUnordered::new();
+    fetches.push(fetch_chunks(shared, pieces.clone()));
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + RATE_INTERVAL, RATE_INTERVAL);
+    let mut last = progress.completed.load(Ordering::Relaxed);
+    // A fetch ends well only once no chunk is left to claim: a new one would find nothing.
+    let mut chunks_left = true;
+    loop {
+        tokio::select! {
+            ended = fetches.next() => match ended {
+                Some(Ok(())) => chunks_left = false,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            _ = checks.tick(), if chunks_left && fetches.len() < MAX_CONNECTIONS => {
+                let now = progress.completed.load(Ordering::Relaxed);
+                let rate = now.saturating_sub(last) as f64 / RATE_INTERVAL.as_secs_f64();
+                last = now;
+                if rate < ENOUGH_RATE as f64 {
+                    fetches.push(fetch_chunks(shared, pieces.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Stops the hash when the download ends in any way: finished, failed, or dropped because
+/// every pull waiting for it went away.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A piece written into the partial file, passed on to the hash.
+type Written = (u64, Bytes);
+
+/// Writes the received pieces into the partial file, records them and passes them on to the
+/// hash.
+struct Writer {
+    file: Arc<File>,
+    state: Arc<Mutex<PartialState>>,
+    state_path: std::path::PathBuf,
+    progress: Arc<BlobProgress>,
+    written: std::sync::mpsc::Sender<Written>,
+}
+
+impl Writer {
+    /// Writes pieces until the fetches stop sending or a write fails, and records the progress
+    /// as it ends: whatever was received is written, so that the next pull need not fetch it.
+    fn run(self, mut received: mpsc::Receiver<Piece>) -> io::Result<()> {
+        let mut last_save = std::time::Instant::now();
+        let mut outcome = Ok(());
+        while let Some(piece) = received.blocking_recv() {
+            if let Err(e) = self.write(piece) {
+                outcome = Err(e);
+                break;
+            }
+            if last_save.elapsed() >= SAVE_INTERVAL {
+                last_save = std::time::Instant::now();
+                if let Err(e) = self.save() {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(digest = %self.state.lock().expect("state lock").digest, "cannot record download progress: {e}");
+        }
+        outcome
+    }
+
+    /// Writes one piece, starts its writeback, records it and passes it on.
+    fn write(&self, piece: Piece) -> io::Result<()> {
+        let length = piece.bytes.len() as u64;
+        self.file.write_all_at(&piece.bytes, piece.offset)?;
+        start_writeback(&self.file, piece.offset, length);
+        // Passed on before it is recorded, so that the hash never reads it back (see there).
+        let _ = self.written.send((piece.offset, piece.bytes));
+        self.state.lock().expect("state lock").record(piece.chunk, length);
+        self.progress.completed.fetch_add(length, Ordering::Relaxed);
+        crate::metrics::pulled(length);
+        Ok(())
+    }
+
+    /// Records the bytes written so far. Not fsynced: a killed process loses nothing from
+    /// the page cache, and should a power cut leave the record ahead of the data, the digest
+    /// check at the end catches it and the blob is fetched again.
+    fn save(&self) -> io::Result<()> {
+        let snapshot = self.state.lock().expect("state lock").clone();
+        let temp = self
+            .state_path
+            .with_extension(format!("json.{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&temp, serde_json::to_vec(&snapshot).map_err(io::Error::other)?)?;
+        std::fs::rename(&temp, &self.state_path)
+    }
+}
+
+/// Hashes the partial file from its start while the pieces arrive, following the bytes that
+/// are all written. Pieces the writer passed on are hashed from memory; the rest (resumed
+/// bytes, pieces that came too far ahead) is read back from the file. `None` if `stop` is
+/// set first.
+fn hash_in_order(
+    file: &File,
+    state: &Mutex<PartialState>,
+    written: &std::sync::mpsc::Receiver<Written>,
+    stop: &AtomicBool,
+) -> io::Result<Option<Digest>> {
     let mut hasher = Sha256::new();
     let mut position = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut arrived = Arrived::default();
+    let mut buf = vec![0u8; READ_BACK];
     loop {
+        arrived.add_all(written, position);
+        if let Some(bytes) = arrived.take(position) {
+            hasher.update(&bytes);
+            position += bytes.len() as u64;
+            continue;
+        }
         let (ready, size) = {
             let state = state.lock().expect("state lock");
             (state.contiguous(), state.size)
         };
         if position < ready {
-            let n = buf.len().min((ready - position) as usize);
+            // A piece is passed on before it is recorded: one recorded since the last look
+            // is already queued.
+            arrived.add_all(written, position);
+            if arrived.next_start().is_some_and(|start| start <= position) {
+                continue;
+            }
+            let until = arrived.next_start().map_or(ready, |start| start.min(ready));
+            let n = buf.len().min((until - position) as usize);
             file.read_exact_at(&mut buf[..n], position)?;
             hasher.update(&buf[..n]);
             position += n as u64;
@@ -320,8 +460,63 @@ fn hash_in_order(file: &File, state: &Mutex<PartialState>, stop: &AtomicBool) ->
         } else if stop.load(Ordering::Relaxed) {
             return Ok(None);
         } else {
-            std::thread::sleep(Duration::from_millis(5));
+            match written.recv_timeout(Duration::from_millis(5)) {
+                Ok((offset, bytes)) => arrived.add(offset, bytes, position),
+                Err(RecvTimeoutError::Timeout) => {}
+                // The writer is done; whatever it wrote is recorded.
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
+    }
+}
+
+/// Pieces written ahead of the hash, by offset, [`HASH_AHEAD`] bytes at most; the hash
+/// reads the others back from the file.
+#[derive(Default)]
+struct Arrived {
+    pieces: BTreeMap<u64, Bytes>,
+    held: usize,
+}
+
+impl Arrived {
+    /// Keeps `bytes` (those at `offset`) unless the hash is past them or too much is held.
+    fn add(&mut self, offset: u64, bytes: Bytes, position: u64) {
+        if offset + bytes.len() as u64 <= position || self.held + bytes.len() > HASH_AHEAD {
+            return;
+        }
+        self.held += bytes.len();
+        if let Some(replaced) = self.pieces.insert(offset, bytes) {
+            self.held -= replaced.len();
+        }
+    }
+
+    /// Keeps every piece queued in `written`.
+    fn add_all(&mut self, written: &std::sync::mpsc::Receiver<Written>, position: u64) {
+        while let Ok((offset, bytes)) = written.try_recv() {
+            self.add(offset, bytes, position);
+        }
+    }
+
+    /// The kept bytes from `position` on, to the end of the piece that holds them. Drops the
+    /// pieces that end before `position`.
+    fn take(&mut self, position: u64) -> Option<Bytes> {
+        while let Some(entry) = self.pieces.first_entry() {
+            if *entry.key() + entry.get().len() as u64 > position {
+                break;
+            }
+            self.held -= entry.remove().len();
+        }
+        if self.next_start()? > position {
+            return None;
+        }
+        let (offset, bytes) = self.pieces.pop_first()?;
+        self.held -= bytes.len();
+        Some(bytes.slice((position - offset) as usize..))
+    }
+
+    /// Where the first kept piece starts.
+    fn next_start(&self) -> Option<u64> {
+        self.pieces.keys().next().copied()
     }
 }
 
@@ -339,38 +534,29 @@ fn open_partial(path: &Path, size: u64, fresh: bool) -> io::Result<File> {
 }
 
 /// Fetches chunks one after another until none is left to claim.
-async fn fetch_chunks(shared: &Shared<'_>) -> Result<(), RegistryError> {
+async fn fetch_chunks(shared: &Shared<'_>, pieces: mpsc::Sender<Piece>) -> Result<(), RegistryError> {
     loop {
         let claimed = shared.state.lock().expect("state lock").claim();
         match claimed {
-            Some(offset) => fetch_chunk(shared, offset).await?,
+            Some(offset) => fetch_chunk(shared, &pieces, offset).await?,
             None => return Ok(()),
         }
     }
 }
 
 /// Fetches the rest of the chunk at `offset`, retrying failures that may pass.
-async fn fetch_chunk(shared: &Shared<'_>, offset: u64) -> Result<(), RegistryError> {
+async fn fetch_chunk(shared: &Shared<'_>, pieces: &mpsc::Sender<Piece>, offset: u64) -> Result<(), RegistryError> {
+    let Some(part) = shared.state.lock().expect("state lock").part(offset) else {
+        return Ok(());
+    };
+    let end = part.offset + part.size;
+    // The first byte not yet handed to the writer.
+    let mut next = part.offset + part.completed;
     let mut failures = 0;
-    loop {
-        let Some(part) = shared.state.lock().expect("state lock").part(offset) else {
-            return Ok(());
-        };
-        if part.completed == part.size {
-            return Ok(());
-        }
-        let before = part.completed;
-        let start = part.offset + part.completed;
-        let end = part.offset + part.size - 1;
-        let outcome = fetch_range(shared, offset, start, end).await;
-        let after = shared
-            .state
-            .lock()
-            .expect("state lock")
-            .part(offset)
-            .map_or(part.size, |p| p.completed);
-        match outcome {
-            Ok(()) if after == part.size => return Ok(()),
+    while next < end {
+        let before = next;
+        match fetch_range(shared, pieces, offset, &mut next, end).await {
+            Ok(()) if next == end => return Ok(()),
             Ok(()) => {
                 tracing::debug!(digest = %shared.digest, offset, "chunk ended early; continuing");
             }
@@ -380,7 +566,7 @@ async fn fetch_chunk(shared: &Shared<'_>, offset: u64) -> Result<(), RegistryErr
             Err(e) => return Err(e),
         }
         // A try is used up only when it brought nothing.
-        if after == before {
+        if next == before {
             failures += 1;
             if failures >= ATTEMPTS {
                 return Err(shared
@@ -390,18 +576,26 @@ async fn fetch_chunk(shared: &Shared<'_>, offset: u64) -> Result<(), RegistryErr
             tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(failures - 1)).await;
         }
     }
+    Ok(())
 }
 
-/// GETs `start..=end` of the blob and writes it into the chunk at `offset`.
-async fn fetch_range(shared: &Shared<'_>, offset: u64, start: u64, end: u64) -> Result<(), RegistryError> {
+/// GETs the bytes from `*next` up to `end` (exclusive) of the blob and hands them to the
+/// writer as pieces of the chunk at `chunk`, moving `*next` past each piece handed over.
+async fn fetch_range(
+    shared: &Shared<'_>,
+    pieces: &mpsc::Sender<Piece>,
+    chunk: u64,
+    next: &mut u64,
+    end: u64,
+) -> Result<(), RegistryError> {
     let connection = shared.connection;
     let response = connection
-        .get_blob(&shared.digest.to_string(), Some((start, end)))
+        .get_blob(&shared.digest.to_string(), Some((*next, end - 1)))
         .await?;
-    // A server that ignores Range answers 200 with the whole blob: skip to `start`.
+    // A server that ignores Range answers 200 with the whole blob: skip to `*next`.
     let mut skip = match response.status() {
         StatusCode::PARTIAL_CONTENT => 0,
-        StatusCode::OK => start,
+        StatusCode::OK => *next,
         StatusCode::NOT_FOUND => {
             return Err(connection.protocol(format!("the registry has no blob {}", shared.digest)));
         }
@@ -415,11 +609,10 @@ async fn fetch_range(shared: &Shared<'_>, offset: u64, start: u64, end: u64) -> 
             });
         }
     };
-    let mut position = start;
-    let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
+    let mut buffer = BytesMut::new();
     let mut body = response.bytes_stream();
     loop {
-        let (chunk, failure) = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
+        let (chunk_bytes, failure) = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
             Err(_) => (
                 None,
                 Some(RegistryError::Interrupted(format!(
@@ -427,7 +620,7 @@ async fn fetch_range(shared: &Shared<'_>, offset: u64, start: u64, end: u64) -> 
                     STALL_TIMEOUT.as_secs()
                 ))),
             ),
-            Ok(Some(Ok(chunk))) => (Some(chunk), None),
+            Ok(Some(Ok(bytes))) => (Some(bytes), None),
             Ok(Some(Err(e))) => (
                 None,
                 Some(RegistryError::Interrupted(format!(
@@ -437,42 +630,35 @@ async fn fetch_range(shared: &Shared<'_>, offset: u64, start: u64, end: u64) -> 
             ),
             Ok(None) => (None, None),
         };
-        let finished = chunk.is_none();
-        if let Some(mut chunk) = chunk {
-            let dropped = skip.min(chunk.len() as u64);
+        let finished = chunk_bytes.is_none();
+        if let Some(mut bytes) = chunk_bytes {
+            let dropped = skip.min(bytes.len() as u64);
             skip -= dropped;
-            let _ = chunk.split_to(dropped as usize);
-            let room = (end + 1 - position) as usize - buffer.len();
-            buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        }
-        let full = position + buffer.len() as u64 > end;
-        if !buffer.is_empty() && (buffer.len() >= WRITE_BUFFER || full || finished) {
-            let data = buffer.split().freeze();
-            let file = shared.file.clone();
-            let length = data.len() as u64;
-            tokio::task::spawn_blocking(move || {
-                file.write_all_at(&data, position)?;
-                start_writeback(&file, position, length);
-                Ok(())
-            })
-            .await
-            .map_err(|e| RegistryError::Interrupted(e.to_string()))?
-            .map_err(|e| RegistryError::Store(StoreError::from_io("cannot write the partial blob", e)))?;
-            position += length;
-            shared.state.lock().expect("state lock").record(offset, length);
-            shared.progress.completed.fetch_add(length, Ordering::Relaxed);
-            crate::metrics::pulled(length);
-            let due = {
-                let mut last = shared.last_save.lock().expect("save lock");
-                let due = last.elapsed() >= SAVE_INTERVAL;
-                if due {
-                    *last = std::time::Instant::now();
-                }
-                due
-            };
-            if due {
-                save_state(shared).await?;
+            let _ = bytes.split_to(dropped as usize);
+            let room = (end - *next) as usize - buffer.len();
+            if buffer.is_empty() {
+                buffer.reserve(WRITE_BUFFER);
             }
+            buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        let full = *next + buffer.len() as u64 >= end;
+        if !buffer.is_empty() && (buffer.len() >= WRITE_BUFFER || full || finished) {
+            let bytes = buffer.split().freeze();
+            let length = bytes.len() as u64;
+            let piece = Piece {
+                chunk,
+                offset: *next,
+                bytes,
+            };
+            if pieces.send(piece).await.is_err() {
+                // The writer failed, and says why: not worth a retry.
+                let stopped = io::Error::other("the writer stopped");
+                return Err(RegistryError::Store(StoreError::from_io(
+                    "cannot write the partial blob",
+                    stopped,
+                )));
+            }
+            *next += length;
         }
         if let Some(e) = failure {
             return Err(e);
@@ -503,12 +689,6 @@ fn start_writeback(file: &File, offset: u64, length: u64) {
 /// Writeback is left to the final flush where `sync_file_range` does not exist.
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_: &File, _: u64, _: u64) {}
-
-/// [`Shared::save`], allowed to block.
-async fn save_state(shared: &Shared<'_>) -> Result<(), RegistryError> {
-    tokio::task::block_in_place(|| shared.save())
-        .map_err(|e| RegistryError::Store(StoreError::from_io("cannot record download progress", e)))
-}
 
 #[cfg(test)]
 mod tests {
@@ -594,5 +774,92 @@ mod tests {
         gap.parts.remove(1);
         std::fs::write(&path, serde_json::to_vec(&gap).unwrap()).unwrap();
         assert_eq!(PartialState::load(&path, &digest, 100 << 20), None, "chunks must tile");
+    }
+
+    /// Writes `data[range]` as the writer does, passing it on to the hash when `pass_on`.
+    fn write_piece(
+        file: &File,
+        state: &Mutex<PartialState>,
+        written: &std::sync::mpsc::Sender<Written>,
+        data: &[u8],
+        chunk: u64,
+        range: std::ops::Range<u64>,
+        pass_on: bool,
+    ) {
+        let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+        file.write_all_at(&bytes, range.start).unwrap();
+        if pass_on {
+            written.send((range.start, bytes)).unwrap();
+        }
+        state.lock().unwrap().record(chunk, range.end - range.start);
+    }
+
+    #[test]
+    fn the_hash_follows_pieces_in_any_order_and_reads_back_the_rest() {
+        let data: Vec<u8> = (0..3 * MIN_CHUNK + 12_345).map(|i| (i * 31 % 251) as u8).collect();
+        let size = data.len() as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(open_partial(&dir.path().join("partial"), size, true).unwrap());
+        let mut state = PartialState::new(Digest::of(&data), size);
+        let chunks = claim_all(&mut state);
+        let state = Arc::new(Mutex::new(state));
+        let (written, to_hash) = std::sync::mpsc::channel();
+        // An earlier run wrote the start: the hash reads it back.
+        write_piece(&file, &state, &written, &data, 0, 0..1_000, false);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hashing = {
+            let (file, state, stop) = (file.clone(), state.clone(), stop.clone());
+            std::thread::spawn(move || hash_in_order(&file, &state, &to_hash, &stop))
+        };
+        // The chunks land last first, in pieces of odd sizes; every third piece is written but
+        // not passed on.
+        let mut pieces = 0;
+        for (index, &chunk) in chunks.iter().enumerate().rev() {
+            let end = chunks.get(index + 1).copied().unwrap_or(size);
+            let mut offset = chunk.max(1_000);
+            while offset < end {
+                let next = (offset + 700_001).min(end);
+                write_piece(&file, &state, &written, &data, chunk, offset..next, pieces % 3 != 0);
+                pieces += 1;
+                offset = next;
+            }
+        }
+        let digest = hashing.join().unwrap().unwrap();
+        assert_eq!(digest, Some(Digest::of(&data)));
+    }
+
+    #[test]
+    fn the_hash_stops_when_told_with_bytes_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 2 * MIN_CHUNK;
+        let file = open_partial(&dir.path().join("partial"), size, true).unwrap();
+        let mut state = PartialState::new(Digest::of(b"x"), size);
+        claim_all(&mut state);
+        state.record(0, 10);
+        let (written, to_hash) = std::sync::mpsc::channel::<Written>();
+        let stop = AtomicBool::new(true);
+        assert_eq!(hash_in_order(&file, &Mutex::new(state), &to_hash, &stop).unwrap(), None);
+        drop(written);
+    }
+
+    #[test]
+    fn pieces_ahead_of_the_hash_are_kept_up_to_a_limit() {
+        let mut arrived = Arrived::default();
+        let piece = |n: usize| Bytes::from(vec![7u8; n]);
+        arrived.add(0, piece(10), 20);
+        assert_eq!(arrived.next_start(), None, "behind the hash");
+        arrived.add(100, piece(50), 20);
+        arrived.add(10, piece(20), 20);
+        assert_eq!(
+            arrived.take(20).map(|b| b.len()),
+            Some(10),
+            "the rest of a piece the hash is in"
+        );
+        assert_eq!(arrived.take(30), None, "a gap");
+        assert_eq!(arrived.next_start(), Some(100));
+        arrived.add(1_000, piece(HASH_AHEAD), 30);
+        assert_eq!(arrived.held, 50, "over the limit: left to be read back");
+        assert_eq!(arrived.take(120).map(|b| b.len()), Some(30));
+        assert_eq!((arrived.held, arrived.next_start()), (0, None));
     }
 }
