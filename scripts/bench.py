@@ -30,20 +30,22 @@ LONG_TEXT = ("The history of astronomy spans thousands of years, from ancient ob
 
 
 NOTES = """
-Why the pull can miss 0.9x of plain curl here: herd must hash every byte (sha256, with SHA
-extensions, runs at about 1.06 GB/s on one core of the Intel VM of 2026-12-03, 0.24 s for the
-weights, as long as curl's whole fetch there; 1.84 GB/s on the AMD EPYC VM of 2026-12-04) and
-flush it before the blob enters the store, on two cores that the registry shares. Against the
-same work done by standard tools herd is faster (the last ratio). Runs of the pull alone on the
-AMD VM ranged from 0.48x to 1.04x of curl within minutes: the disk's flush time drifts most.
-2026-12-07 (Intel VM, `HERD_LOG=herd::registry=debug` logs each blob's timings): of herd's
-0.45-0.5 s for the weights, the ranged fetch itself takes all but about 25 ms; the hash and the
-flush end that soon after the last byte. A system-wide profile of repeated pulls: the registry
-31% of both cores, herd 49% (sha256 14 points, copying into the page cache 8, out of the socket
-5, into the write buffer 4), idle 18%. curl fetched at 1.2 GB/s in most runs here and at
-0.54 GB/s in one (herd 0.89x then), so this ratio moves with the machine more than with herd.
-Fewer or larger ranged requests (2-8 at once, chunks of size/16 to size/64) measured within
-this noise of each other and were not changed.
+Why the pull misses 0.9x of plain curl here: on two cores the registry, herd's receiving,
+its page-cache writes and its sha256 share what curl shares only with the registry. A
+system-wide profile of repeated pulls (2026-12-07, Intel VM): the registry takes about 0.22
+CPU-seconds a pull, herd about 0.5, of which sha256 is 0.2 (it runs at 1.73 GB/s on data in
+the CPU's cache, about 1.2 GB/s as here; no crate or OpenSSL does better with the SHA
+extensions), the page-cache copy 0.065, the socket copy 0.025. The registry's share plus the
+hash alone already exceed two cores for curl's 0.18 s, so no order of the work reaches 0.9x on
+this machine; with a core to spare for the hash, the hash (0.15 s hot) is shorter than curl's
+fetch. Against the same work done by standard tools herd is faster (the last ratio). curl
+fetched at 1.2-1.4 GB/s in most runs and at 0.54 GB/s in one of 2026-12-07 (herd 0.89x then).
+2026-12-07: the fetches only receive, one thread writes and another hashes (from the pieces
+in memory, no longer read back from the page cache), so the network never waits on the disk;
+a pull starts on one connection and adds one every 0.2 s while it receives under 128 MiB/s
+(up to 8), rather than 8 connections over 64 chunks from the start: each ranged GET costs
+docker-registry about 2.5 ms of CPU (curl alone: 64 ranges over 8 connections 0.29 s, one GET
+0.14 s). The weights' fetch, hash and flush went from 0.48-0.5 s to about 0.36 s.
 2026-12-04: the weights are flushed while the hash catches up with the last chunks, instead of
 after it.
 2026-12-03: the template, parameters and config are fetched beside the weights instead of
@@ -454,7 +456,7 @@ after the benchmark, with the model unloaded (target: under 40 MB). Runners are 
 
 Pull from a local `docker-registry` (the {pull['size'] / 1e6:.0f} MB weights blob, loopback, median of
 {a.runs}): herd's whole `/api/pull` (manifest, every blob at once, the weights in ordered ranged
-chunks hashed as they land, fsync, manifest written) {pull['herd'] / 1e6:.0f} MB/s; `curl` fetching
+chunks on as many connections as the link needs, hashed as they land, fsync, manifest written) {pull['herd'] / 1e6:.0f} MB/s; `curl` fetching
 the same blob to a file {pull['curl'] / 1e6:.0f} MB/s; ratio {pull['herd'] / pull['curl']:.2f}x (target: at
 least 0.9x). curl then an fsync of its file: {pull['curl_synced'] / 1e6:.0f} MB/s (herd
 {pull['herd'] / pull['curl_synced']:.2f}x). What herd does, with standard tools (`curl | tee FILE | openssl
