@@ -224,9 +224,10 @@ struct Shared<'a> {
 /// Fetches what is missing of the blob and returns the digest of the whole partial file.
 ///
 /// Three kinds of work run at once, so that none waits for another: the fetches receive, one
-/// blocking task (the [`Writer`]) writes what they received and records it, and another
-/// hashes the blob from its start, mostly from the pieces the writer passes on while they are
-/// still in memory, so that the digest is known soon after the last byte.
+/// blocking task (the [`Writer`]) writes what they received, records it and hashes the piece
+/// next in order while it is still in the CPU's cache, and another hashes the rest in order,
+/// from the pieces the writer passes on or else read back from the file, so that the digest
+/// is known soon after the last byte.
 async fn fetch_parts(
     connection: &Connection,
     digest: &Digest,
@@ -258,7 +259,9 @@ async fn fetch_parts(
     let file = Arc::new(file);
     let state = Arc::new(Mutex::new(state));
     let (written, to_hash) = std::sync::mpsc::channel();
+    let hash = Arc::new(Mutex::new(OrderedHash::default()));
     let writer = Writer {
+        hash: hash.clone(),
         file: file.clone(),
         state: state.clone(),
         state_path: state_path.to_path_buf(),
@@ -272,7 +275,7 @@ async fn fetch_parts(
     let _stop = StopOnDrop(stop.clone());
     let hashing = {
         let (file, state, stop) = (file.clone(), state.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &to_hash, &stop))
+        tokio::task::spawn_blocking(move || hash_in_order(&file, &state, &hash, &to_hash, &stop))
     };
     let (pieces, received) = mpsc::channel(QUEUED_PIECES);
     let writing = tokio::task::spawn_blocking(move || writer.run(received));
@@ -365,6 +368,7 @@ struct Writer {
     state_path: std::path::PathBuf,
     progress: Arc<BlobProgress>,
     written: std::sync::mpsc::Sender<Written>,
+    hash: Arc<Mutex<OrderedHash>>,
 }
 
 impl Writer {
@@ -397,8 +401,16 @@ impl Writer {
         let length = piece.bytes.len() as u64;
         self.file.write_all_at(&piece.bytes, piece.offset)?;
         start_writeback(&self.file, piece.offset, length);
-        // Passed on before it is recorded, so that the hash never reads it back (see there).
-        let _ = self.written.send((piece.offset, piece.bytes));
+        // The piece next in order is hashed here, while the write has left it in this core's
+        // cache; any other is passed on to the hash's thread before it is recorded, so that
+        // the hash never reads it back (see there).
+        let hashed = self
+            .hash
+            .try_lock()
+            .is_ok_and(|mut hash| hash.add(piece.offset, &piece.bytes));
+        if !hashed {
+            let _ = self.written.send((piece.offset, piece.bytes));
+        }
         self.state.lock().expect("state lock").record(piece.chunk, length);
         self.progress.completed.fetch_add(length, Ordering::Relaxed);
         crate::metrics::pulled(length);
@@ -425,18 +437,18 @@ impl Writer {
 fn hash_in_order(
     file: &File,
     state: &Mutex<PartialState>,
+    hash: &Mutex<OrderedHash>,
     written: &std::sync::mpsc::Receiver<Written>,
     stop: &AtomicBool,
 ) -> io::Result<Option<Digest>> {
-    let mut hasher = Sha256::new();
-    let mut position = 0u64;
     let mut arrived = Arrived::default();
     let mut buf = vec![0u8; READ_BACK];
     loop {
+        let mut hash = hash.lock().expect("hash lock");
+        let position = hash.position;
         arrived.add_all(written, position);
         if let Some(bytes) = arrived.take(position) {
-            hasher.update(&bytes);
-            position += bytes.len() as u64;
+            hash.add(position, &bytes);
             continue;
         }
         let (ready, size) = {
@@ -453,13 +465,14 @@ fn hash_in_order(
             let until = arrived.next_start().map_or(ready, |start| start.min(ready));
             let n = buf.len().min((until - position) as usize);
             file.read_exact_at(&mut buf[..n], position)?;
-            hasher.update(&buf[..n]);
-            position += n as u64;
+            hash.add(position, &buf[..n]);
         } else if position == size {
-            return Ok(Some(Digest::from_hasher(hasher)));
+            return Ok(Some(Digest::from_hasher(std::mem::take(&mut hash.hasher))));
         } else if stop.load(Ordering::Relaxed) {
             return Ok(None);
         } else {
+            // The writer hashes what comes in order while this waits.
+            drop(hash);
             match written.recv_timeout(Duration::from_millis(5)) {
                 Ok((offset, bytes)) => arrived.add(offset, bytes, position),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -467,6 +480,27 @@ fn hash_in_order(
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
+    }
+}
+
+/// The sha256 of a blob's bytes from its start, shared by the writer (for the piece next in
+/// order) and the hash's thread (for the rest).
+#[derive(Default)]
+struct OrderedHash {
+    hasher: Sha256,
+    /// Bytes hashed.
+    position: u64,
+}
+
+impl OrderedHash {
+    /// Hashes `bytes`, those at `offset`, if they are the next ones; whether they were.
+    fn add(&mut self, offset: u64, bytes: &[u8]) -> bool {
+        if offset != self.position {
+            return false;
+        }
+        self.hasher.update(bytes);
+        self.position += bytes.len() as u64;
+        true
     }
 }
 
@@ -776,10 +810,13 @@ mod tests {
         assert_eq!(PartialState::load(&path, &digest, 100 << 20), None, "chunks must tile");
     }
 
-    /// Writes `data[range]` as the writer does, passing it on to the hash when `pass_on`.
+    /// Writes `data[range]` as the writer does: hashes it when it is next, else passes it on
+    /// to the hash's thread when `pass_on`.
+    #[allow(clippy::too_many_arguments)]
     fn write_piece(
         file: &File,
         state: &Mutex<PartialState>,
+        hash: &Mutex<OrderedHash>,
         written: &std::sync::mpsc::Sender<Written>,
         data: &[u8],
         chunk: u64,
@@ -788,7 +825,8 @@ mod tests {
     ) {
         let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
         file.write_all_at(&bytes, range.start).unwrap();
-        if pass_on {
+        let hashed = hash.try_lock().is_ok_and(|mut hash| hash.add(range.start, &bytes));
+        if !hashed && pass_on {
             written.send((range.start, bytes)).unwrap();
         }
         state.lock().unwrap().record(chunk, range.end - range.start);
@@ -805,21 +843,24 @@ mod tests {
         let state = Arc::new(Mutex::new(state));
         let (written, to_hash) = std::sync::mpsc::channel();
         // An earlier run wrote the start: the hash reads it back.
-        write_piece(&file, &state, &written, &data, 0, 0..1_000, false);
+        file.write_all_at(&data[..1_000], 0).unwrap();
+        state.lock().unwrap().record(0, 1_000);
+        let hash = Arc::new(Mutex::new(OrderedHash::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let hashing = {
-            let (file, state, stop) = (file.clone(), state.clone(), stop.clone());
-            std::thread::spawn(move || hash_in_order(&file, &state, &to_hash, &stop))
+            let (file, state, hash, stop) = (file.clone(), state.clone(), hash.clone(), stop.clone());
+            std::thread::spawn(move || hash_in_order(&file, &state, &hash, &to_hash, &stop))
         };
-        // The chunks land last first, in pieces of odd sizes; every third piece is written but
-        // not passed on.
+        // The chunks land last first, in pieces of odd sizes; every third piece that is not
+        // next in order is written but not passed on.
         let mut pieces = 0;
         for (index, &chunk) in chunks.iter().enumerate().rev() {
             let end = chunks.get(index + 1).copied().unwrap_or(size);
             let mut offset = chunk.max(1_000);
             while offset < end {
                 let next = (offset + 700_001).min(end);
-                write_piece(&file, &state, &written, &data, chunk, offset..next, pieces % 3 != 0);
+                let pass_on = pieces % 3 != 0;
+                write_piece(&file, &state, &hash, &written, &data, chunk, offset..next, pass_on);
                 pieces += 1;
                 offset = next;
             }
@@ -838,7 +879,11 @@ mod tests {
         state.record(0, 10);
         let (written, to_hash) = std::sync::mpsc::channel::<Written>();
         let stop = AtomicBool::new(true);
-        assert_eq!(hash_in_order(&file, &Mutex::new(state), &to_hash, &stop).unwrap(), None);
+        let hash = Mutex::new(OrderedHash::default());
+        assert_eq!(
+            hash_in_order(&file, &Mutex::new(state), &hash, &to_hash, &stop).unwrap(),
+            None
+        );
         drop(written);
     }
 
