@@ -45,7 +45,13 @@ in memory, no longer read back from the page cache), so the network never waits 
 a pull starts on one connection and adds one every 0.2 s while it receives under 128 MiB/s
 (up to 8), rather than 8 connections over 64 chunks from the start: each ranged GET costs
 docker-registry about 2.5 ms of CPU (curl alone: 64 ranges over 8 connections 0.29 s, one GET
-0.14 s). The weights' fetch, hash and flush went from 0.48-0.5 s to about 0.36 s.
+0.14 s). The weights' fetch, hash and flush went from 0.48-0.5 s to about 0.36 s. Then the
+writer hashes the piece next in order itself, while it is in the CPU's cache: alternating
+pulls at a slower moment of the VM (curl 0.44-0.63 s then), 16 each, median 0.465 s against
+0.485 s.
+The run above came at a slow moment of the VM: at 4 clients both servers gave 55-64 tok/s,
+against 100-110 in a full run an hour before (herd 1.09x then, pull 0.52x, 0.94x of curl and
+fsync).
 2026-12-04: the weights are flushed while the hash catches up with the last chunks, instead of
 after it.
 2026-12-03: the template, parameters and config are fetched beside the weights instead of
