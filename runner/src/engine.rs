@@ -26,7 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::output::{Emit, TextOutput};
-use crate::sampling::{build_sampler, greedy_token, is_plain_greedy, sample_constrained, JSON_GRAMMAR};
+use crate::sampling::{SlotSampler, JSON_GRAMMAR};
 use crate::vision::{is_image_position, PromptPiece, Vision};
 
 /// How the model is loaded; fixed for the life of the runner.
@@ -218,9 +218,7 @@ struct Active {
     id: RequestId,
     /// The (possibly truncated) prompt.
     prompt: Vec<LlamaToken>,
-    sampler: LlamaSampler,
-    /// The sampler is greedy alone: the highest logit is read straight from the logits.
-    greedy: bool,
+    sampler: SlotSampler,
     /// The structured-output grammar, consulted only for tokens the sampler picks.
     grammar: Option<LlamaSampler>,
     output: TextOutput,
@@ -516,12 +514,11 @@ impl<'m> Engine<'m> {
             let (index, reused) = self.place(&prompt);
             let slot = &mut self.slots[index];
             slot.last_used = Instant::now();
-            let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
+            let mut sampler = SlotSampler::new(&request.sampling, self.context_length, self.model.n_vocab());
             sampler.accept_many(prompt.iter());
             slot.active = Some(Active {
                 id: request.id,
                 sampler,
-                greedy: is_plain_greedy(&request.sampling, self.context_length),
                 grammar,
                 output: TextOutput::new(&request.stop),
                 generated: Vec::new(),
@@ -575,12 +572,11 @@ impl<'m> Engine<'m> {
         }
         let extra_cells = pieces.iter().map(|p| p.cells().saturating_sub(p.positions())).sum();
         slot.cached = record.clone();
-        let mut sampler = build_sampler(&request.sampling, self.context_length, self.model.n_vocab());
+        let mut sampler = SlotSampler::new(&request.sampling, self.context_length, self.model.n_vocab());
         sampler.accept_many(record.iter().filter(|&&t| !is_image_position(t)));
         slot.active = Some(Active {
             id,
             sampler,
-            greedy: is_plain_greedy(&request.sampling, self.context_length),
             grammar,
             output: TextOutput::new(&request.stop),
             generated: Vec::new(),
@@ -809,11 +805,7 @@ impl<'m> Engine<'m> {
     fn sample(&mut self, index: usize, logits_index: i32) {
         let slot = &mut self.slots[index];
         let Some(active) = slot.active.as_mut() else { return };
-        let token = match active.grammar.as_mut() {
-            Some(grammar) => sample_constrained(&mut active.sampler, grammar, &self.ctx, logits_index),
-            None if active.greedy => greedy_token(self.ctx.get_logits_ith(logits_index)),
-            None => active.sampler.sample(&self.ctx, logits_index),
-        };
+        let token = active.sampler.sample(&self.ctx, logits_index, active.grammar.as_mut());
         if active.first_token_at.is_none() {
             active.first_token_at = Some(Instant::now());
         }

@@ -23,7 +23,7 @@ ws     ::= | " " | "\n" [ \t]{0,20}
 /// rejected token costs a second pass, with the grammar masking the candidates first. This is
 /// llama.cpp's own order: a grammar applied to every candidate of every step cut decoding
 /// from 94 to 28 tokens/s on this model.
-pub fn sample_constrained(
+fn sample_constrained(
     chain: &mut LlamaSampler,
     grammar: &mut LlamaSampler,
     ctx: &LlamaContext<'_>,
@@ -74,14 +74,14 @@ fn penalty_window(options: &SamplingOptions, context_length: u32) -> Option<i32>
 
 /// Whether the chain [`build_sampler`] makes for `options` is greedy alone (temperature 0, no
 /// penalties): its token is then [`greedy_token`] of the logits.
-pub fn is_plain_greedy(options: &SamplingOptions, context_length: u32) -> bool {
+fn is_plain_greedy(options: &SamplingOptions, context_length: u32) -> bool {
     options.temperature <= 0.0 && penalty_window(options, context_length).is_none()
 }
 
 /// The token with the highest logit, the first of equals: what llama.cpp's greedy sampler
 /// picks, without the candidate array of the whole vocabulary (262,144 entries for Gemma 3)
 /// that it builds first, on every step of every slot.
-pub fn greedy_token(logits: &[f32]) -> LlamaToken {
+fn greedy_token(logits: &[f32]) -> LlamaToken {
     let mut best = 0;
     for (index, &logit) in logits.iter().enumerate().skip(1) {
         if logit > logits[best] {
@@ -93,7 +93,7 @@ pub fn greedy_token(logits: &[f32]) -> LlamaToken {
 
 /// A sampler chain in llama.cpp's default order: penalties, top-k, typical, top-p, min-p,
 /// temperature, then the final pick (greedy at temperature 0, else a seeded draw).
-pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i32) -> LlamaSampler {
+fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
     if let Some(last_n) = penalty_window(options, context_length) {
         chain.push(LlamaSampler::penalties(
@@ -124,6 +124,37 @@ pub fn build_sampler(options: &SamplingOptions, context_length: u32, n_vocab: i3
     let seed = u32::try_from(options.seed).unwrap_or(RANDOM_SEED);
     chain.push(LlamaSampler::dist(seed));
     LlamaSampler::chain_simple(chain)
+}
+
+/// A slot's sampler: llama.cpp's chain for the request's options, which reads the highest
+/// logit straight from the logits when the chain is greedy alone.
+pub struct SlotSampler {
+    chain: LlamaSampler,
+    greedy: bool,
+}
+
+impl SlotSampler {
+    /// The sampler for `options`.
+    pub fn new(options: &SamplingOptions, context_length: u32, n_vocab: i32) -> Self {
+        Self {
+            chain: build_sampler(options, context_length, n_vocab),
+            greedy: is_plain_greedy(options, context_length),
+        }
+    }
+
+    /// Feeds the tokens already in the sequence (the prompt) to the chain's penalties.
+    pub fn accept_many(&mut self, tokens: impl IntoIterator<Item = impl std::borrow::Borrow<LlamaToken>>) {
+        self.chain.accept_many(tokens);
+    }
+
+    /// The next token from the logits at `logits_index`, under `grammar` when there is one.
+    pub fn sample(&mut self, ctx: &LlamaContext, logits_index: i32, grammar: Option<&mut LlamaSampler>) -> LlamaToken {
+        match grammar {
+            Some(grammar) => sample_constrained(&mut self.chain, grammar, ctx, logits_index),
+            None if self.greedy => greedy_token(ctx.get_logits_ith(logits_index)),
+            None => self.chain.sample(ctx, logits_index),
+        }
+    }
 }
 
 #[cfg(test)]
