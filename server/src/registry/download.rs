@@ -375,25 +375,24 @@ impl Writer {
     /// Writes pieces until the fetches stop sending or a write fails, and records the progress
     /// as it ends: whatever was received is written, so that the next pull need not fetch it.
     fn run(self, mut received: mpsc::Receiver<Piece>) -> io::Result<()> {
-        let mut last_save = std::time::Instant::now();
-        let mut outcome = Ok(());
-        while let Some(piece) = received.blocking_recv() {
-            if let Err(e) = self.write(piece) {
-                outcome = Err(e);
-                break;
-            }
-            if last_save.elapsed() >= SAVE_INTERVAL {
-                last_save = std::time::Instant::now();
-                if let Err(e) = self.save() {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-        }
+        let outcome = self.write_all(&mut received);
         if let Err(e) = self.save() {
             tracing::warn!(digest = %self.state.lock().expect("state lock").digest, "cannot record download progress: {e}");
         }
         outcome
+    }
+
+    /// Writes every piece received, recording the progress every [`SAVE_INTERVAL`].
+    fn write_all(&self, received: &mut mpsc::Receiver<Piece>) -> io::Result<()> {
+        let mut last_save = std::time::Instant::now();
+        while let Some(piece) = received.blocking_recv() {
+            self.write(piece)?;
+            if last_save.elapsed() >= SAVE_INTERVAL {
+                last_save = std::time::Instant::now();
+                self.save()?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes one piece, starts its writeback, records it and passes it on.
