@@ -49,6 +49,15 @@ fn blob_names(server: &TestServer) -> Vec<String> {
     names
 }
 
+/// Publishes the real model to `registry` as `herd/gemma3:270m`, and returns the
+/// `HERD_REGISTRIES` value that allows both the registry and `proxy` in front of it.
+fn publish_behind(registry: &TestRegistry, proxy: &FaultProxy) -> String {
+    let allowed = format!("{},{}", registry.authority(), proxy.authority());
+    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
+    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    allowed
+}
+
 /// Imports the real model as `name` and pushes it (non-streamed).
 fn publish(server: &TestServer, name: &str) {
     server.import_model(name);
@@ -248,9 +257,7 @@ fn partial_files(dir: &Path) -> Vec<String> {
 fn interrupted_pulls_resume_after_a_hang_up_a_dead_registry_and_a_server_kill() {
     let mut registry = TestRegistry::start();
     let proxy = FaultProxy::start(&registry.authority(), 60_000_000);
-    let allowed = format!("{},{}", registry.authority(), proxy.authority());
-    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
-    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    let allowed = publish_behind(&registry, &proxy);
     let name = format!("{}/herd/gemma3:270m", proxy.authority());
     let request = json!({ "model": name, "insecure": true });
     let size = model_size();
@@ -329,9 +336,7 @@ fn interrupted_pulls_resume_after_a_hang_up_a_dead_registry_and_a_server_kill() 
 fn concurrent_pulls_of_one_model_share_the_download() {
     let registry = TestRegistry::start();
     let proxy = FaultProxy::start(&registry.authority(), 150_000_000);
-    let allowed = format!("{},{}", registry.authority(), proxy.authority());
-    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
-    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    let allowed = publish_behind(&registry, &proxy);
 
     let server = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
     let name = format!("{}/herd/gemma3:270m", proxy.authority());
@@ -865,9 +870,7 @@ fn a_model_published_in_ollamas_layout_by_other_code_pulls_and_runs() {
 fn connections_dropped_mid_pull_are_retried_with_ranges() {
     let registry = TestRegistry::start();
     let proxy = FaultProxy::start(&registry.authority(), 80_000_000);
-    let allowed = format!("{},{}", registry.authority(), proxy.authority());
-    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
-    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    let allowed = publish_behind(&registry, &proxy);
 
     let server = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
     let mut stream = server.open_stream(
@@ -889,9 +892,7 @@ fn a_slow_link_is_fetched_over_several_connections() {
     let registry = TestRegistry::start();
     // 20 MB/s on each connection, as from a far registry: the weights would take 13 s on one.
     let proxy = FaultProxy::start_per_connection(&registry.authority(), 20_000_000);
-    let allowed = format!("{},{}", registry.authority(), proxy.authority());
-    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
-    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    let allowed = publish_behind(&registry, &proxy);
 
     let server = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
     let (status, body) = server.post(
@@ -919,9 +920,7 @@ fn a_full_disk_fails_the_pull_quickly_and_the_pull_resumes_once_there_is_room() 
     let registry = TestRegistry::start();
     // Slow enough (60 MB/s) that the disk can fill while the weights arrive.
     let proxy = FaultProxy::start(&registry.authority(), 60_000_000);
-    let allowed = format!("{},{}", registry.authority(), proxy.authority());
-    let publisher = TestServer::start_with(&[("HERD_REGISTRIES", &allowed)]);
-    publish(&publisher, &format!("{}/herd/gemma3:270m", registry.authority()));
+    let allowed = publish_behind(&registry, &proxy);
     let name = format!("{}/herd/gemma3:270m", proxy.authority());
     let pull = |server: &TestServer| {
         server.post(
